@@ -1,0 +1,108 @@
+"""Run folders into tidy tables: one row per run × step × metric, and one row per run.
+
+Any set of run folders loads into the same two pandas frames, with the run's config flattened into columns
+(``norm.name``, ``optim.lr``, ...), so seeds aggregate with one ``groupby``. Diverged and failed runs are kept and
+marked by ``status``, never dropped silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
+
+RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their string form (one column each)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def _run_id(run_dir: Path) -> str:
+    return "/".join(run_dir.parts[-3:])
+
+
+def load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One run's summary row (config columns, status, final metrics as ``final/<metric>``) and long metrics."""
+    run_dir = Path(run_dir)
+    config = flatten(yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {})
+    summary = read_summary(run_dir) or {"status": "running"}
+    row = {"run_id": _run_id(run_dir), **config}
+    row |= {key: summary.get(key) for key in RUN_COLUMNS[1:]}
+    row |= {f"final/{metric}": value for metric, value in (summary.get("final") or {}).items()}
+    table = run_dir / METRICS_TABLE
+    metrics = pd.read_parquet(table) if table.exists() else read_metrics_log(run_dir / METRICS_LOG)
+    return row, metrics.assign(run_id=row["run_id"])
+
+
+def load_runs(run_dirs: Iterable[Path], config_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, summary)`` for the run folders that exist among ``run_dirs``.
+
+    ``runs`` is tidy: run_id, step, metric, value, plus ``config_columns`` (all config keys that vary between the
+    runs, and ``seed``, when None). ``summary`` has one row per run with every config column.
+    """
+    rows, frames = [], []
+    for run_dir in run_dirs:
+        if (Path(run_dir) / CONFIG_FILE).exists():
+            row, metrics = load_run(Path(run_dir))
+            rows.append(row)
+            frames.append(metrics)
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return pd.DataFrame(columns=["run_id", "step", "metric", "value"]), summary
+    if config_columns is None:
+        config_columns = varying_columns(summary)
+    runs = pd.concat(frames, ignore_index=True).merge(summary[["run_id", *config_columns]], on="run_id")
+    return runs[["run_id", *config_columns, "step", "metric", "value"]], summary
+
+
+def varying_columns(summary: pd.DataFrame) -> list[str]:
+    """Config columns whose value differs between runs (the grid's axes), plus ``seed``."""
+    skip = set(RUN_COLUMNS) | {"out_dir", "device"}
+    columns = [
+        c for c in summary.columns
+        if c not in skip and not c.startswith("final/") and summary[c].astype(str).nunique() > 1
+    ]
+    return sorted(set(columns) | ({"seed"} & set(summary.columns)))
+
+
+def seed_stats(values: pd.Series) -> dict[str, float]:
+    """n, median, IQR, min–max, mean ± std of one cell's values across seeds."""
+    return {
+        "n": int(values.count()),
+        "median": values.median(),
+        "q25": values.quantile(0.25),
+        "q75": values.quantile(0.75),
+        "min": values.min(),
+        "max": values.max(),
+        "mean": values.mean(),
+        "std": values.std(),
+    }
+
+
+def aggregate(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
+    """Seeds aggregated per cell ``by``: one row per cell with :func:`seed_stats` of ``value``."""
+    rows = [
+        {**dict(zip(by, key if isinstance(key, tuple) else (key,))), **seed_stats(group[value])}
+        for key, group in frame.groupby(list(by), sort=True, dropna=False)
+    ]
+    return pd.DataFrame(rows)
+
+
+def curves(runs: pd.DataFrame, metric: str, by: Sequence[str]) -> pd.DataFrame:
+    """Per cell ``by`` and step, the seed statistics of ``metric`` (for median curves with IQR bands)."""
+    selected = runs[runs["metric"] == metric]
+    return aggregate(selected, [*by, "step"], "value")

@@ -1,0 +1,106 @@
+"""The claim registry: each paper claim, the experiment that measures it, its pass criteria and its figures.
+
+A claim turns stored results into a verdict with :meth:`Claim.verify` and into figures with its ``plot``
+function. Criteria are fixed in advance (``shared/PAPERS.md``) and implemented as written; a claim whose criteria
+fail is "not reproduced", with the measured numbers in each :class:`Check`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from normexp.errors import UserError
+
+
+class InsufficientData(Exception):
+    """The stored results lack a cell that a criterion needs."""
+
+
+@dataclass(frozen=True)
+class Results:
+    """A claim's stored results: tidy ``runs`` (run × step × metric) and per-run ``summary``."""
+
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+
+
+@dataclass(frozen=True)
+class Check:
+    """One pass criterion with what was measured."""
+
+    name: str
+    passed: bool
+    measured: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's verdict on one scale's results."""
+
+    claim: str
+    scale: str
+    verdict: str  # reproduced | not reproduced | insufficient data
+    n_runs: int
+    checks: list[Check] = field(default_factory=list)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``verdict.json``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A paper claim: its id (also its experiment's name), source, criteria and figures."""
+
+    id: str
+    title: str
+    paper: str
+    paper_figure: str
+    criteria: Callable[[Results], list[Check]]
+    plot: Callable[[Results, Path], list[Path]]
+    experiments: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.experiments:
+            object.__setattr__(self, "experiments", (self.id,))
+
+    def verify(self, results: Results, scale: str) -> Verdict:
+        """Apply the criteria to ``results``."""
+        n_runs = len(results.summary)
+        if n_runs == 0:
+            return Verdict(self.id, scale, "insufficient data", 0, note="no stored runs")
+        try:
+            checks = self.criteria(results)
+        except InsufficientData as why:
+            return Verdict(self.id, scale, "insufficient data", n_runs, note=str(why))
+        verdict = "reproduced" if all(check.passed for check in checks) else "not reproduced"
+        return Verdict(self.id, scale, verdict, n_runs, checks)
+
+
+CLAIMS: dict[str, Claim] = {}
+
+
+def register(claim: Claim) -> Claim:
+    """Add ``claim`` to :data:`CLAIMS`."""
+    CLAIMS[claim.id] = claim
+    return claim
+
+
+def get(claim_id: str) -> Claim:
+    """The claim ``claim_id``, or a :class:`UserError` naming the valid ids."""
+    if claim_id not in CLAIMS:
+        raise UserError(f"unknown claim {claim_id!r}.", choices=sorted(CLAIMS), fix="`normexp list claims`")
+    return CLAIMS[claim_id]
+
+
+def _load_all() -> None:
+    from normexp.claims import ioffe2015  # noqa: F401 - registers its claims
+
+
+_load_all()

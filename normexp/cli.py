@@ -1,0 +1,176 @@
+"""The ``normexp`` command line: run, reproduce, verify, figures, list.
+
+User errors (unknown names, impossible values, missing data) print one paragraph and exit with status 2, without
+a traceback; a sweep in which some run failed exits with status 1 after listing the failed runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from normexp import claims, reproduce, sweep
+from normexp.config import CONFIG_DIR
+from normexp.errors import UserError
+
+HYDRA_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
+"""Hydra's own flags: ``normexp run`` hands them to Hydra unchanged (e.g. ``--cfg job`` shows the config)."""
+SCALES = ("smoke", "cpu", "paper")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train one run, or a grid with ``-m``."""
+    overrides = list(args.overrides)
+    if HYDRA_FLAGS & set(overrides):
+        sweep.call_hydra((["--multirun"] if args.multirun else []) + overrides)
+        return 0
+    return sweep.report(sweep.launch(overrides, args.multirun))
+
+
+def _claim_ids(names: Sequence[str]) -> list[str]:
+    if not names or list(names) == ["all"]:
+        return sorted(claims.CLAIMS)
+    for name in names:
+        claims.get(name)
+    return list(names)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """Run each claim's grid, then store, draw and judge it."""
+    verdicts, status = [], 0
+    for claim_id in _claim_ids(args.claims):
+        verdict, claim_status = reproduce.reproduce(claim_id, args.scale, args.out_dir, args.overrides, args.results)
+        verdicts.append(verdict)
+        status = max(status, claim_status)
+    _print_verdicts(verdicts, args.results, as_json=False)
+    return status
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Judge claims from stored results only."""
+    verdicts = [
+        reproduce.judge(claims.get(claim_id), reproduce.load(claim_id, args.scale, args.results), args.scale)
+        for claim_id in _claim_ids(args.claims)
+    ]
+    _print_verdicts(verdicts, args.results, as_json=args.json, markdown=args.markdown)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    """Redraw each claim's figures from stored results only."""
+    for claim_id in _claim_ids(args.claims):
+        claim = claims.get(claim_id)
+        target = reproduce.results_dir(claim_id, args.scale, args.results)
+        for path in reproduce.draw(claim, reproduce.load(claim_id, args.scale, args.results), target):
+            print(path)
+    return 0
+
+
+def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, markdown: bool = False) -> None:
+    if as_json:
+        print(json.dumps([v.to_dict() for v in verdicts], indent=2, default=str))
+        return
+    rows = [
+        (
+            v.claim,
+            claims.get(v.claim).paper_figure,
+            ", ".join(str(p) for p in reproduce.figures_of(v.claim, v.scale, root)) or "-",
+            v.verdict,
+            str(v.n_runs),
+        )
+        for v in verdicts
+    ]
+    header = ("claim", "paper's figure", "our figure", "verdict", "n runs")
+    if markdown:
+        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+    else:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for v in verdicts:
+        print(f"\n{v.claim} [{v.scale}]: {v.verdict}" + (f" ({v.note})" if v.note else ""))
+        for check in v.checks:
+            print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}: {check.measured}")
+
+
+def _first_line(obj: object) -> str:
+    return (inspect.getdoc(obj) or "").split("\n")[0]
+
+
+def _yaml_comment(path: Path) -> str:
+    for line in path.read_text().splitlines():
+        if line.startswith("#") and "@package" not in line:
+            return line.lstrip("# ").strip()
+    return ""
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Print the claims, experiments, norms, models and datasets."""
+    from normexp import data, models, norms, probes
+
+    sections: dict[str, Callable[[], list[tuple[str, str]]]] = {
+        "claims": lambda: [(c.id, f"{c.paper}, {c.paper_figure}: {c.title}") for c in claims.CLAIMS.values()],
+        "experiments": lambda: [(p.stem, _yaml_comment(p)) for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml"))],
+        "norms": lambda: [(n, _first_line(f)) for n, f in {**norms.NORMS, **norms.WEIGHT_NORMS}.items()],
+        "models": lambda: [(n, _first_line(f)) for n, f in models.MODELS.items()],
+        "datasets": lambda: [(n, info.description) for n, info in data.DATASETS.items()],
+        "probes": lambda: [(n, _first_line(f)) for n, f in probes.PROBES.items()],
+    }
+    for section in [args.what] if args.what != "all" else list(sections):
+        print(f"{section}:")
+        for name, text in sections[section]():
+            print(f"  {name:<24} {text}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    """The ``normexp`` argument parser."""
+    main = argparse.ArgumentParser(prog="normexp", description=__doc__.split("\n")[0])
+    sub = main.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train one run (or a grid with -m) from Hydra overrides")
+    run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma lists and the experiment's grid")
+    run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. norm=gn optim.lr=0.3")
+    run.set_defaults(func=cmd_run)
+
+    def claims_command(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("claims", nargs="*", help="claim ids, or 'all' (default: all)")
+        command.add_argument("--scale", choices=SCALES, default="cpu")
+        command.add_argument("--results", type=Path, default=reproduce.RESULTS_DIR, help="results root")
+        command.set_defaults(func=func)
+        return command
+
+    rep = claims_command("reproduce", cmd_reproduce, "run claims' grids, store results, draw figures, judge")
+    rep.add_argument("--out-dir", default="runs", help="where run folders go")
+    rep.add_argument("--override", dest="overrides", action="append", default=[], help="extra Hydra override")
+    ver = claims_command("verify", cmd_verify, "judge claims from stored results only")
+    ver.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    ver.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    claims_command("figures", cmd_figures, "redraw claims' figures from stored results only")
+
+    lst = sub.add_parser("list", help="list claims, experiments, norms, models, datasets, probes")
+    lst.add_argument("what", nargs="?", default="all",
+                     choices=("all", "claims", "experiments", "norms", "models", "datasets", "probes"))
+    lst.set_defaults(func=cmd_list)
+    return main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``normexp`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as error:
+        print(f"normexp: error: {error.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,186 @@
+"""The typed config schema, composition of the Hydra config tree, and validation before any work starts.
+
+YAML under ``configs/`` is the user's surface; the dataclasses here type and document the sections every run
+has. Free-form sections (``model``, ``norm``, ``data``, ``probes``) are checked by the registries they select from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from normexp.errors import ConfigError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+"""The Hydra config tree shipped with the repository."""
+
+
+@dataclass
+class TrainConfig:
+    """The training loop's knobs."""
+
+    steps: int = 1000  # optimizer steps
+    batch_size: int = 60  # samples per optimizer step
+    eval_every: int = 250  # steps between evaluations on the test set (and probe measurements)
+    log_every: int = 50  # steps between training-metric records (running means over the interval)
+    eval_batch_size: int = 1000
+    progress: bool = True  # tqdm bar with loss, accuracy and steps/s
+    diverge_loss: float = 1.0e4  # a training loss above this (or NaN/inf) ends the run as `diverged`
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer: ``sgd`` or ``adam``; options that do not apply to the chosen one are ignored."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1.0e-8
+    decoupled_weight_decay: bool = False
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning-rate schedule as a multiplier of ``optim.lr`` per step (see ``normexp.optim.SCHEDULES``)."""
+
+    name: str = "constant"
+    warmup_steps: int = 0
+    milestones: list[int] = field(default_factory=list)  # `step`: steps where the lr is multiplied by gamma
+    gamma: float = 0.1
+    min_factor: float = 0.0  # `cosine`: final lr as a fraction of optim.lr
+
+
+@dataclass
+class LoggerConfig:
+    """Experiment tracker besides the run folder: ``none`` or ``wandb``."""
+
+    name: str = "none"
+    project: str = "normexp"
+    entity: str | None = None
+    mode: str = "auto"
+
+
+@dataclass
+class NormexpConfig:
+    """Root schema; see ``configs/config.yaml`` for the composition order."""
+
+    experiment_name: str = "adhoc"
+    claim: str | None = None
+    scale_name: str = "cpu"
+    seed: int = 0
+    out_dir: str = "runs"
+    device: str = "auto"
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    model: dict[str, Any] = field(default_factory=dict)
+    norm: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    probes: dict[str, Any] = field(default_factory=dict)
+
+
+def run_name(override_dirname: str, seed: int) -> str:
+    """A run folder's name: its overrides (sorted by Hydra) plus the seed, which every run has."""
+    return ",".join(part for part in (override_dirname, f"seed={seed}") if part)
+
+
+def register() -> None:
+    """Register the schema and the ``run_name`` resolver; idempotent, called on import of the CLI."""
+    ConfigStore.instance().store(name="normexp_schema", node=NormexpConfig)
+    if not OmegaConf.has_resolver("run_name"):
+        OmegaConf.register_new_resolver("run_name", run_name)
+
+
+def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
+    """Compose the config for ``overrides`` (one run) outside of a Hydra app, e.g. for tests and validation."""
+    register()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+            return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(_one_paragraph(error), fix="check the override spelling; `normexp list` shows names") from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _one_paragraph(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith("full_key")]
+    return " ".join(lines)
+
+
+def expand_grid(overrides: list[str]) -> list[list[str]]:
+    """All jobs of a multirun: command-line sweeps and the experiment's ``hydra.sweeper.params``, as Hydra's
+    basic sweeper combines them (command line wins for a key set in both)."""
+    parser = OverridesParser.create()
+    try:
+        parsed = parser.parse_overrides(overrides)
+    except HydraException as error:
+        raise ConfigError(_one_paragraph(error)) from None
+    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+    cfg = compose_config(plain, return_hydra_config=True)
+    params = cfg.hydra.sweeper.get("params") or {}
+    given = {o.get_key_element() for o in parsed}
+    from_config = [f"{key}={value}" for key, value in params.items() if key not in given]
+    axes = [
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+        else [o.input_line]
+        for o in parser.parse_overrides(from_config + overrides)
+    ]
+    return [list(job) for job in itertools.product(*axes)]
+
+
+def validate(cfg: DictConfig) -> None:
+    """Reject impossible values and unknown names before any work starts (raises :class:`ConfigError`)."""
+    from normexp import data, models, optim, probes
+    from normexp.norms import NormSpec
+
+    train, opt = cfg.train, cfg.optim
+    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+        if train[key] <= 0:
+            raise ConfigError(f"train.{key} must be a positive integer, got {train[key]}.", fix=f"set train.{key}=N>0")
+    if not (opt.lr > 0 and math.isfinite(opt.lr)):
+        raise ConfigError(f"optim.lr must be a positive number, got {opt.lr}.", fix="set optim.lr=0.1, for example")
+    if cfg.schedule.warmup_steps < 0 or cfg.schedule.warmup_steps > train.steps:
+        raise ConfigError(
+            f"schedule.warmup_steps={cfg.schedule.warmup_steps} must lie in [0, train.steps={train.steps}].",
+            fix="shorten the warm-up or train longer",
+        )
+    _check_choice("model", cfg.model.get("name"), models.MODELS)
+    _check_choice("data", cfg.data.get("name"), data.DATASETS)
+    _check_choice("optim", opt.name, optim.OPTIMIZERS)
+    _check_choice("schedule", cfg.schedule.name, optim.SCHEDULES)
+    _check_choice("logger", cfg.logger.name, ("none", "wandb"))
+    for name in cfg.probes:
+        _check_choice("probes", name, probes.PROBES)
+    NormSpec.parse(**norm_options(cfg))
+
+
+def norm_options(cfg: DictConfig) -> dict[str, Any]:
+    """The norm section as keyword arguments of :meth:`NormSpec.parse` (``spec`` plus its options)."""
+    options = OmegaConf.to_container(cfg.norm, resolve=True)
+    return {"spec": options.pop("name", "none"), **options}
+
+
+def _check_choice(group: str, name: Any, choices: Any) -> None:
+    if name not in choices:
+        raise ConfigError(
+            f"unknown {group} {name!r}.",
+            choices=sorted(choices),
+            fix=f"set {group}=<one of the choices> (files in configs/{group}/)",
+        )

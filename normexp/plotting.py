@@ -1,0 +1,59 @@
+"""Shared figure helpers: one colour per norm across every figure, median curves with IQR bands, saving.
+
+Figures are drawn from stored results only (``normexp figures``); each is saved as PNG and vector PDF.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402 - after selecting the headless backend
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+NORM_ORDER = (
+    "none", "bn", "gn", "gn+ws", "bcn+ws", "bcn", "ln", "ln_c", "ln_chw", "in", "rms", "brn", "noisy_bn", "wn",
+    "bn+ws", "ws", "sync_bn",
+)
+"""Norm names in legend order; also fixes each norm's colour."""
+
+
+def norm_color(name: str) -> tuple[float, float, float]:
+    """The colour of norm ``name``, the same in every figure."""
+    palette = sns.color_palette("tab20", len(NORM_ORDER))
+    index = NORM_ORDER.index(name) if name in NORM_ORDER else hash(name) % len(palette)
+    return palette[index]
+
+
+def sorted_norms(names: object) -> list[str]:
+    """Norm names in legend order."""
+    return sorted(set(names), key=lambda n: (NORM_ORDER.index(n) if n in NORM_ORDER else len(NORM_ORDER), n))
+
+
+def band(ax: plt.Axes, cell: pd.DataFrame, label: str, color: object, x: str = "step") -> None:
+    """A median line with its IQR band (seed statistics from :func:`normexp.analysis.curves`)."""
+    cell = cell.sort_values(x)
+    ax.plot(cell[x], cell["median"], color=color, label=label)
+    ax.fill_between(cell[x], cell["q25"], cell["q75"], color=color, alpha=0.25, linewidth=0)
+
+
+def save(fig: plt.Figure, directory: Path, name: str) -> list[Path]:
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``directory``; return the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
+    fig.tight_layout()
+    for path in paths:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return paths
+
+
+def figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, list]:
+    """A themed figure with a flat list of axes."""
+    sns.set_theme(style="whitegrid", context="paper")
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, list(axes.flat)

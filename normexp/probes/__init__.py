@@ -1,0 +1,38 @@
+"""Probes: measurements taken during training, switched on from config (``probes: {<name>: {options}}``).
+
+A probe is measurement only: it must not change the training trajectory (weights, norm buffers, RNG streams).
+The runner calls two hooks, each returning ``{metric: value}`` to record at that step:
+
+* ``on_batch(model, x, y, step)`` before the update at each evaluation step, with the training batch;
+* ``on_eval(model, step)`` at each evaluation step, after the test-set evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from normexp.data.splits import Splits
+from normexp.errors import ConfigError
+from normexp.probes.activations import InputPercentiles
+from normexp.probes.base import Probe
+
+
+PROBES: dict[str, Callable[..., Probe]] = {
+    "input_percentiles": InputPercentiles,
+}
+"""name -> factory(model=, splits=, **options)."""
+
+__all__ = ["PROBES", "Probe", "build"]
+
+
+def build(cfg: dict[str, Any], model: nn.Module, splits: Splits) -> list[Probe]:
+    """The probes named in ``cfg`` (a mapping name -> options), attached to ``model``."""
+    probes = []
+    for name, options in cfg.items():
+        if name not in PROBES:
+            raise ConfigError(f"unknown probe {name!r}.", choices=sorted(PROBES), fix="fix the key under probes:")
+        probes.append(PROBES[name](model=model, splits=splits, **(options or {})))
+    return probes

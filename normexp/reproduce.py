@@ -1,0 +1,89 @@
+"""From a claim to stored results, figures and a verdict under ``results/<claim>/<scale>/``.
+
+``reproduce`` runs the claim's grid (finished runs are skipped), then :func:`store` writes the tidy tables,
+:func:`draw` the figures and :func:`judge` the verdict. ``verify`` and ``figures`` read the stored tables only.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from normexp import claims, sweep
+from normexp.analysis import load_runs
+from normexp.claims import Claim, Results, Verdict
+from normexp.rundir import atomic_write, write_json
+
+RESULTS_DIR = Path("results")
+RUNS_TABLE = "runs.parquet"
+SUMMARY_TABLE = "summary.csv"
+VERDICT_FILE = "verdict.json"
+
+
+def results_dir(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Path:
+    """Where a claim's results at ``scale`` are stored."""
+    return Path(root) / claim_id / scale
+
+
+def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple[list[sweep.Job], int]:
+    """Run every experiment of ``claim`` at ``scale``; return its jobs and 1 if any run failed."""
+    jobs = []
+    for experiment in claim.experiments:
+        overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra]
+        jobs += sweep.launch(overrides, multirun=True)
+    return jobs, sweep.report(jobs)
+
+
+def store(run_dirs: list[Path], target: Path) -> Results:
+    """Load the runs into tidy tables and write ``runs.parquet`` and ``summary.csv`` to ``target``."""
+    runs, summary = load_runs(run_dirs)
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write(target / RUNS_TABLE, lambda f: runs.to_parquet(f, index=False), mode="wb")
+    atomic_write(target / SUMMARY_TABLE, lambda f: summary.to_csv(f, index=False))
+    return Results(runs, summary)
+
+
+def load(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Results:
+    """A claim's stored results (empty frames when none are stored)."""
+    folder = results_dir(claim_id, scale, root)
+    if not (folder / RUNS_TABLE).exists():
+        return Results(pd.DataFrame(), pd.DataFrame())
+    return Results(pd.read_parquet(folder / RUNS_TABLE), pd.read_csv(folder / SUMMARY_TABLE))
+
+
+def judge(claim: Claim, results: Results, scale: str, target: Path | None = None) -> Verdict:
+    """The claim's verdict on ``results``; written to ``target/verdict.json`` when ``target`` is given."""
+    verdict = claim.verify(results, scale)
+    if target is not None:
+        write_json(target / VERDICT_FILE, verdict.to_dict())
+    return verdict
+
+
+def draw(claim: Claim, results: Results, target: Path) -> list[Path]:
+    """The claim's figures from ``results``, saved in ``target``."""
+    return claim.plot(results, target) if not results.summary.empty else []
+
+
+def figures_of(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> list[Path]:
+    """The PNG figures stored for a claim."""
+    return sorted(results_dir(claim_id, scale, root).glob("*.png"))
+
+
+def stored_verdict(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> dict | None:
+    """The verdict written by the last ``reproduce``, if any."""
+    path = results_dir(claim_id, scale, root) / VERDICT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def reproduce(claim_id: str, scale: str, out_dir: str, extra: list[str], root: Path = RESULTS_DIR) -> tuple[
+    Verdict, int
+]:
+    """Run, store, draw and judge one claim; return its verdict and the sweep's exit status."""
+    claim = claims.get(claim_id)
+    jobs, status = run_claim(claim, scale, out_dir, extra)
+    target = results_dir(claim_id, scale, root)
+    results = store([job.run_dir for job in jobs], target)
+    draw(claim, results, target)
+    return judge(claim, results, scale, target), status

@@ -1,0 +1,137 @@
+"""Launching runs: plan and validate every job of a grid first, run them through Hydra, report what happened.
+
+``normexp run`` (one run) and ``normexp run -m`` (a grid) both go through :func:`launch`. Every job's config is
+composed and validated before any work starts; a finished run (completed or diverged) is skipped on relaunch;
+a run that fails records ``failed`` in its summary and the grid goes on.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
+from normexp.errors import ConfigError, UserError
+from normexp.rundir import SUMMARY_FILE, is_finished, read_summary, write_json
+
+
+@dataclass(frozen=True)
+class Job:
+    """One planned run: its overrides, composed config and run folder."""
+
+    overrides: list[str]
+    cfg: DictConfig
+    run_dir: Path
+
+
+def plan(overrides: list[str], multirun: bool) -> list[Job]:
+    """Compose and validate every job; raise :class:`ConfigError` naming the job that is wrong."""
+    jobs = []
+    for job_overrides in expand_grid(overrides) if multirun else [overrides]:
+        cfg = compose_config(job_overrides, return_hydra_config=True)
+        try:
+            validate(cfg)
+        except UserError as error:
+            where = f" (in the job {' '.join(job_overrides)})" if multirun else ""
+            raise type(error)(error.problem + where, error.choices, error.fix) from None
+        jobs.append(Job(job_overrides, cfg, _run_dir(cfg, multirun)))
+    _check_writable(jobs)
+    return jobs
+
+
+def _run_dir(cfg: DictConfig, multirun: bool) -> Path:
+    """The run folder Hydra will use for ``cfg`` (its ``hydra.run.dir`` or ``sweep.dir/subdir``)."""
+    HydraConfig.instance().set_config(cfg)
+    if multirun:
+        return Path(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+    return Path(cfg.hydra.run.dir)
+
+
+def _check_writable(jobs: list[Job]) -> None:
+    for out_dir in {Path(job.cfg.out_dir) for job in jobs}:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            probe = out_dir / ".normexp-write-test"
+            probe.write_text("ok")
+            probe.unlink()
+        except OSError as error:
+            raise ConfigError(
+                f"cannot write to out_dir={out_dir}: {error.strerror}.", fix="set out_dir=PATH to a writable folder"
+            ) from None
+
+
+def run_job(cfg: DictConfig) -> dict[str, Any]:
+    """Hydra's task function: train one run into its folder unless it is finished; never raise."""
+    from normexp.runner import train
+
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if is_finished(run_dir):
+        print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
+        return read_summary(run_dir)
+    try:
+        return train(cfg, run_dir)
+    except Exception as error:  # noqa: BLE001 - one failing run must not stop the grid
+        summary = read_summary(run_dir) or {}
+        message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+        summary |= {"status": "failed", "error": message, "traceback": traceback.format_exc()}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / SUMMARY_FILE, summary)
+        print(f"run {run_dir} failed: {message}", file=sys.stderr)
+        return summary
+
+
+def _hydra_entry(cfg: DictConfig) -> None:
+    run_job(cfg)
+
+
+def call_hydra(args: list[str]) -> None:
+    """Run the Hydra app with command-line ``args`` (overrides and Hydra flags)."""
+    register()
+    GlobalHydra.instance().clear()
+    app = hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)(_hydra_entry)
+    argv = sys.argv
+    sys.argv = ["normexp", *args]
+    try:
+        app()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+
+
+def launch(overrides: list[str], multirun: bool) -> list[Job]:
+    """Plan, validate and run ``overrides``; return the jobs (their summaries are in their folders)."""
+    jobs = plan(overrides, multirun)
+    pending = [job for job in jobs if not is_finished(job.run_dir)]
+    print(f"{len(jobs)} run(s), {len(jobs) - len(pending)} already finished, {len(pending)} to run")
+    if pending:
+        call_hydra((["--multirun"] if multirun else []) + overrides)
+    return jobs
+
+
+def report(jobs: list[Job]) -> int:
+    """Print one line per status and the failed runs; return the exit status (1 if any run failed)."""
+    statuses: dict[str, list[Job]] = {}
+    for job in jobs:
+        summary = read_summary(job.run_dir) or {"status": "missing"}
+        statuses.setdefault(summary["status"], []).append(job)
+    print("runs: " + ", ".join(f"{len(v)} {k}" for k, v in sorted(statuses.items())))
+    failed = statuses.get("failed", []) + statuses.get("missing", [])
+    for job in failed:
+        error = (read_summary(job.run_dir) or {}).get("error", "no summary written")
+        print(f"  failed: {job.run_dir}: {error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def resolved(cfg: DictConfig) -> dict[str, Any]:
+    """A job's config without Hydra's own node, resolved."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    container.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(container), resolve=True)

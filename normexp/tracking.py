@@ -1,0 +1,86 @@
+"""Experiment trackers besides the run folder, selected by ``logger.name``: ``none`` or ``wandb``.
+
+The run folder is the source of truth; a tracker only mirrors it. A tracker never crashes a run: any W&B error
+becomes a warning and the run goes on logging locally.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+class Tracker:
+    """The ``none`` tracker, and the interface of every tracker."""
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Record ``metrics`` at ``step``."""
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Record the run's final ``summary`` and close."""
+
+
+class WandbTracker(Tracker):
+    """One W&B run per training run: config = the resolved config, group = experiment, tags = claim and norm.
+
+    The W&B id derives from the run folder, so a resumed run continues the same W&B run. Mode ``auto`` is
+    online when an API key is configured and offline otherwise (``wandb sync <run>/wandb`` uploads later).
+    """
+
+    def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
+        self._run = None
+        try:
+            import wandb
+
+            logger = cfg["logger"]
+            self._run = wandb.init(
+                project=logger["project"],
+                entity=logger["entity"],
+                mode=_wandb_mode(logger["mode"]),
+                dir=str(run_dir),
+                id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
+                name=Path(run_dir).name,
+                group=cfg["experiment_name"],
+                job_type=cfg["scale_name"],
+                tags=[tag for tag in (cfg.get("claim"), cfg["norm"].get("name")) if tag],
+                config=cfg,
+                resume="allow",
+                reinit="create_new",
+                settings=wandb.Settings(silent=True, console="off"),
+            )
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
+            warnings.warn(f"W&B disabled for this run ({type(error).__name__}: {error}); logging locally only.")
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        """Mirror ``metrics`` to W&B; on error warn and stop mirroring."""
+        self._guard(lambda run: run.log(metrics, step=step))
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """Write the summary metrics and close the W&B run."""
+        self._guard(lambda run: (run.summary.update(summary), run.finish()))
+        self._run = None
+
+    def _guard(self, action: Any) -> None:
+        if self._run is None:
+            return
+        try:
+            action(self._run)
+        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
+            warnings.warn(f"W&B error ({type(error).__name__}: {error}); logging locally only from now on.")
+            self._run = None
+
+
+def _wandb_mode(mode: str) -> str:
+    if mode != "auto":
+        return mode
+    import wandb
+
+    return "online" if os.environ.get("WANDB_API_KEY") or wandb.api.api_key else "offline"
+
+
+def build(cfg: dict[str, Any], run_dir: Path) -> Tracker:
+    """The tracker ``cfg['logger']['name']`` for the run in ``run_dir``; ``cfg`` is the resolved config."""
+    return WandbTracker(cfg, run_dir) if cfg["logger"]["name"] == "wandb" else Tracker()
