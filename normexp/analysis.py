@@ -48,7 +48,9 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     return row, metrics.assign(run_id=row["run_id"])
 
 
-def load_runs(run_dirs: Iterable[Path], config_columns: Sequence[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_runs(
+    run_dirs: Iterable[Path], config_columns: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(runs, summary)`` for the run folders that exist among ``run_dirs``.
 
     ``runs`` is tidy: run_id, step, metric, value, plus ``config_columns`` (all config keys that vary between the
@@ -73,7 +75,8 @@ def varying_columns(summary: pd.DataFrame) -> list[str]:
     """Config columns whose value differs between runs (the grid's axes), plus ``seed``."""
     skip = set(RUN_COLUMNS) | {"out_dir", "device"}
     columns = [
-        c for c in summary.columns
+        c
+        for c in summary.columns
         if c not in skip and not c.startswith("final/") and summary[c].astype(str).nunique() > 1
     ]
     return sorted(set(columns) | ({"seed"} & set(summary.columns)))
@@ -96,7 +99,7 @@ def seed_stats(values: pd.Series) -> dict[str, float]:
 def aggregate(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
     """Seeds aggregated per cell ``by``: one row per cell with :func:`seed_stats` of ``value``."""
     rows = [
-        {**dict(zip(by, key if isinstance(key, tuple) else (key,))), **seed_stats(group[value])}
+        {**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=False)), **seed_stats(group[value])}
         for key, group in frame.groupby(list(by), sort=True, dropna=False)
     ]
     return pd.DataFrame(rows)

@@ -85,18 +85,26 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
         for v in verdicts
     ]
     header = ("claim", "paper's figure", "our figure", "verdict", "n runs")
-    if markdown:
-        print("| " + " | ".join(header) + " |\n|" + "---|" * len(header))
-        for row in rows:
-            print("| " + " | ".join(row) + " |")
-    else:
-        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(_markdown_table(header, rows) if markdown else _text_table(header, rows))
+    bullet, marks = ("- ", ("✅", "❌")) if markdown else ("  ", ("PASS", "FAIL"))
     for v in verdicts:
-        print(f"\n{v.claim} [{v.scale}]: {v.verdict}" + (f" ({v.note})" if v.note else ""))
+        print(
+            f"\n{'**' if markdown else ''}{v.claim}{'**' if markdown else ''} [{v.scale}]: {v.verdict}"
+            + (f" ({v.note})" if v.note else "")
+            + ("\n" if markdown else "")
+        )
         for check in v.checks:
-            print(f"  {'PASS' if check.passed else 'FAIL'}  {check.name}: {check.measured}")
+            print(f"{bullet}{marks[0] if check.passed else marks[1]} {check.name}: {check.measured}")
+
+
+def _markdown_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
 
 
 def _first_line(obj: object) -> str:
@@ -156,8 +164,12 @@ def parser() -> argparse.ArgumentParser:
     claims_command("figures", cmd_figures, "redraw claims' figures from stored results only")
 
     lst = sub.add_parser("list", help="list claims, experiments, norms, models, datasets, probes")
-    lst.add_argument("what", nargs="?", default="all",
-                     choices=("all", "claims", "experiments", "norms", "models", "datasets", "probes"))
+    lst.add_argument(
+        "what",
+        nargs="?",
+        default="all",
+        choices=("all", "claims", "experiments", "norms", "models", "datasets", "probes"),
+    )
     lst.set_defaults(func=cmd_list)
     return main
 

@@ -31,7 +31,9 @@ class TrainConfig:
     """The training loop's knobs."""
 
     steps: int = 1000  # optimizer steps
-    batch_size: int = 60  # samples per optimizer step
+    batch_size: int = 60  # samples drawn per forward-backward pass (a micro-batch when accumulate > 1)
+    norm_batch: int | None = None  # samples sharing a norm's batch statistics (forward chunk); None: batch_size
+    accumulate: int = 1  # micro-batches per optimizer step: the optimizer batch is batch_size × accumulate
     eval_every: int = 250  # steps between evaluations on the test set (and probe measurements)
     log_every: int = 50  # steps between training-metric records (running means over the interval)
     eval_batch_size: int = 1000
@@ -51,6 +53,8 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: float = 1.0e-8
     decoupled_weight_decay: bool = False
+    lr_scaling: str = "none"  # none | linear: lr × (batch_size × accumulate) / base_batch
+    base_batch: int = 256  # the batch size at which `lr` is given when lr_scaling is linear
 
 
 @dataclass
@@ -114,7 +118,9 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
         with initialize_config_dir(str(CONFIG_DIR), version_base=None):
             return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(_one_paragraph(error), fix="check the override spelling; `normexp list` shows names") from None
+        raise ConfigError(
+            _one_paragraph(error), fix="check the override spelling; `normexp list` shows names"
+        ) from None
     finally:
         GlobalHydra.instance().clear()
 
@@ -138,7 +144,8 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
     given = {o.get_key_element() for o in parsed}
     from_config = [f"{key}={value}" for key, value in params.items() if key not in given]
     axes = [
-        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()] if o.is_sweep_override()
+        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
+        if o.is_sweep_override()
         else [o.input_line]
         for o in parser.parse_overrides(from_config + overrides)
     ]
@@ -151,9 +158,17 @@ def validate(cfg: DictConfig) -> None:
     from normexp.norms import NormSpec
 
     train, opt = cfg.train, cfg.optim
-    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+    for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
         if train[key] <= 0:
             raise ConfigError(f"train.{key} must be a positive integer, got {train[key]}.", fix=f"set train.{key}=N>0")
+    if train.norm_batch is not None and not (
+        0 < train.norm_batch <= train.batch_size and train.batch_size % train.norm_batch == 0
+    ):
+        raise ConfigError(
+            f"train.norm_batch={train.norm_batch} must divide train.batch_size={train.batch_size}.",
+            fix="pick a divisor of the batch size, or null for the whole batch",
+        )
+    _check_choice("optim.lr_scaling", opt.lr_scaling, ("none", "linear"))
     if not (opt.lr > 0 and math.isfinite(opt.lr)):
         raise ConfigError(f"optim.lr must be a positive number, got {opt.lr}.", fix="set optim.lr=0.1, for example")
     if cfg.schedule.warmup_steps < 0 or cfg.schedule.warmup_steps > train.steps:
@@ -169,6 +184,7 @@ def validate(cfg: DictConfig) -> None:
     for name in cfg.probes:
         _check_choice("probes", name, probes.PROBES)
     NormSpec.parse(**norm_options(cfg))
+    data.check_available(cfg.data)
 
 
 def norm_options(cfg: DictConfig) -> dict[str, Any]:

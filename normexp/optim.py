@@ -34,8 +34,9 @@ def _step_decay(cfg: Any, total_steps: int) -> Callable[[int], float]:
 
 def _cosine(cfg: Any, total_steps: int) -> Callable[[int], float]:
     span = max(total_steps - cfg.warmup_steps, 1)
-    return lambda step: cfg.min_factor + (1 - cfg.min_factor) * 0.5 * (
-        1 + math.cos(math.pi * min(max(step - cfg.warmup_steps, 0) / span, 1.0))
+    return lambda step: (
+        cfg.min_factor
+        + (1 - cfg.min_factor) * 0.5 * (1 + math.cos(math.pi * min(max(step - cfg.warmup_steps, 0) / span, 1.0)))
     )
 
 
@@ -61,9 +62,17 @@ def lr_factor(cfg: Any, total_steps: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup) * schedule(step) if warmup else schedule(step)
 
 
-def build(params: Iterable[torch.nn.Parameter], optim_cfg: Any, schedule_cfg: Any, total_steps: int) -> tuple[
-    torch.optim.Optimizer, LambdaLR
-]:
-    """The optimizer and its per-step lr scheduler."""
+def scaled_lr(cfg: Any, batch_size: int) -> float:
+    """``optim.lr`` under the config's scaling rule: ``linear`` multiplies it by batch_size / ``optim.base_batch``
+    (Goyal et al. 2017; Wu & He 2018 use lr = 0.1·N/32), ``none`` keeps it."""
+    return cfg.lr * batch_size / cfg.base_batch if cfg.lr_scaling == "linear" else cfg.lr
+
+
+def build(
+    params: Iterable[torch.nn.Parameter], optim_cfg: Any, schedule_cfg: Any, total_steps: int, lr: float
+) -> tuple[torch.optim.Optimizer, LambdaLR]:
+    """The optimizer at peak learning rate ``lr`` and its per-step lr scheduler."""
     optimizer = OPTIMIZERS[optim_cfg.name](params, optim_cfg)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
     return optimizer, LambdaLR(optimizer, lr_factor(schedule_cfg, total_steps))

@@ -11,13 +11,28 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402 - after selecting the headless backend
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 
 NORM_ORDER = (
-    "none", "bn", "gn", "gn+ws", "bcn+ws", "bcn", "ln", "ln_c", "ln_chw", "in", "rms", "brn", "noisy_bn", "wn",
-    "bn+ws", "ws", "sync_bn",
+    "none",
+    "bn",
+    "gn",
+    "gn+ws",
+    "bcn+ws",
+    "bcn",
+    "ln",
+    "ln_c",
+    "ln_chw",
+    "in",
+    "rms",
+    "brn",
+    "noisy_bn",
+    "wn",
+    "bn+ws",
+    "ws",
+    "sync_bn",
 )
 """Norm names in legend order; also fixes each norm's colour."""
 

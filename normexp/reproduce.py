@@ -77,9 +77,9 @@ def stored_verdict(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> dict 
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def reproduce(claim_id: str, scale: str, out_dir: str, extra: list[str], root: Path = RESULTS_DIR) -> tuple[
-    Verdict, int
-]:
+def reproduce(
+    claim_id: str, scale: str, out_dir: str, extra: list[str], root: Path = RESULTS_DIR
+) -> tuple[Verdict, int]:
     """Run, store, draw and judge one claim; return its verdict and the sweep's exit status."""
     claim = claims.get(claim_id)
     jobs, status = run_claim(claim, scale, out_dir, extra)

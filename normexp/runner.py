@@ -20,10 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from normexp import data, models, optim, probes, tracking
+from normexp import data, models, norms, optim, probes, tracking
 from normexp.config import norm_options
-from normexp.norms import NormSpec
-from normexp.rundir import MetricsLog, environment, save_config, write_json, SUMMARY_FILE
+from normexp.rundir import SUMMARY_FILE, MetricsLog, environment, save_config, write_json
 
 
 def select_device(name: str) -> torch.device:
@@ -44,16 +43,26 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def loss_fn(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the last dim: (N, K) logits for classes, or (N, T, V) for next-token prediction."""
+    return F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction=reduction)
+
+
+def correct_count(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many predictions (samples, or tokens) are right, as a tensor on the device."""
+    return (logits.argmax(-1) == target).sum()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy over ``(x, y)`` in eval mode, in batches."""
+    """Mean loss and accuracy per target (sample or token) over ``(x, y)`` in eval mode, in batches."""
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
-        loss += F.cross_entropy(logits, target, reduction="sum")
-        correct += (logits.argmax(1) == target).sum()
-    return {"test/loss": loss.item() / len(x), "test/acc": correct.item() / len(x)}
+        loss += loss_fn(logits, target, reduction="sum")
+        correct += correct_count(logits, target)
+    return {"test/loss": loss.item() / y.numel(), "test/acc": correct.item() / y.numel()}
 
 
 class Diverged(Exception):
@@ -67,9 +76,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     splits = data.load(cfg.data, seed=cfg.seed).to(device)
-    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
+    model = models.build(cfg.model, norms.NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
     model.to(device)
-    optimizer, scheduler = optim.build(model.parameters(), cfg.optim, cfg.schedule, cfg.train.steps)
+    norms.data_dependent_init(model, splits.train_x[: cfg.train.batch_size])
+    lr = optim.scaled_lr(cfg.optim, cfg.train.batch_size * cfg.train.accumulate)
+    optimizer, scheduler = optim.build(model.parameters(), cfg.optim, cfg.schedule, cfg.train.steps, lr)
     run_probes = probes.build(cfg.probes, model, splits)
     sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed)
     resolved = OmegaConf.to_container(cfg, resolve=True)
@@ -135,27 +146,29 @@ class _Loop:
                     self._record(due, bar)
 
     def _train_step(self) -> None:
-        indices = self.sampler.next()
-        x, y = self.splits.train_x[indices], self.splits.train_y[indices]
-        next_step = self.step + 1
-        measured = {}
-        if next_step % self.cfg.eval_every == 0:
-            for probe in self.probes:
-                measured |= probe.on_batch(self.model, x, y, next_step)
-        self.model.train()
-        logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        """One optimizer step over ``accumulate`` draws of ``batch_size`` samples, forwarded ``norm_batch`` at a time
+        (the samples that share a norm's batch statistics)."""
+        cfg, step = self.cfg, self.step + 1
+        norms.set_global_step(self.model, step)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        samples = cfg.batch_size * cfg.accumulate
+        for _ in range(cfg.accumulate):
+            indices = self.sampler.next()
+            x, y = self.splits.train_x[indices], self.splits.train_y[indices]
+            for probe in self.probes:
+                self._record(probe.on_batch(self.model, x, y, step, self.optimizer.param_groups[0]["lr"]), None)
+            self.model.train()
+            for xs, ys in zip(x.split(cfg.norm_batch or len(x)), y.split(cfg.norm_batch or len(y)), strict=True):
+                logits = self.model(xs)
+                loss = loss_fn(logits, ys)
+                (loss * len(ys) / samples).backward()
+                with torch.no_grad():
+                    self._loss_sum += loss.detach() * ys.numel()
+                    self._correct += correct_count(logits, ys)
+                self._seen += ys.numel()
         self.optimizer.step()
         self.scheduler.step()
-        self.step = next_step
-        with torch.no_grad():
-            self._loss_sum += loss.detach() * len(y)
-            self._correct += (logits.argmax(1) == y).sum()
-        self._seen += len(y)
-        if measured:
-            self._record(measured, None)
+        self.step = step
 
     def _training_metrics(self) -> dict[str, float]:
         loss = self._loss_sum.item() / self._seen
@@ -169,7 +182,9 @@ class _Loop:
         self._seen = 0
         if not math.isfinite(loss) or loss > self.cfg.diverge_loss:
             self._record(metrics, None)
-            raise Diverged(f"training loss {loss:.4g} at step {self.step} (bound train.diverge_loss={self.cfg.diverge_loss})")
+            raise Diverged(
+                f"training loss {loss:.4g} at step {self.step} (bound train.diverge_loss={self.cfg.diverge_loss})"
+            )
         return metrics
 
     def _evaluate(self) -> dict[str, float]:
@@ -180,6 +195,8 @@ class _Loop:
         return metrics
 
     def _record(self, metrics: dict[str, float], bar: tqdm | None) -> None:
+        if not metrics:
+            return
         self.log.write(self.step, metrics)
         self.tracker.log(metrics, self.step)
         self.last_metrics |= {k: v for k, v in metrics.items() if math.isfinite(v)}

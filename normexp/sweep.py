@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-from hydra.core.hydra_config import HydraConfig
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
@@ -78,7 +78,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         return read_summary(run_dir)
     try:
         return train(cfg, run_dir)
-    except Exception as error:  # noqa: BLE001 - one failing run must not stop the grid
+    except Exception as error:
         summary = read_summary(run_dir) or {}
         message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
         summary |= {"status": "failed", "error": message, "traceback": traceback.format_exc()}

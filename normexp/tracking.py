@@ -51,8 +51,8 @@ class WandbTracker(Tracker):
                 reinit="create_new",
                 settings=wandb.Settings(silent=True, console="off"),
             )
-        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
-            warnings.warn(f"W&B disabled for this run ({type(error).__name__}: {error}); logging locally only.")
+        except Exception as error:
+            warnings.warn(f"W&B disabled ({type(error).__name__}: {error}); logging locally only.", stacklevel=2)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Mirror ``metrics`` to W&B; on error warn and stop mirroring."""
@@ -68,8 +68,8 @@ class WandbTracker(Tracker):
             return
         try:
             action(self._run)
-        except Exception as error:  # noqa: BLE001 - tracking must never stop a run
-            warnings.warn(f"W&B error ({type(error).__name__}: {error}); logging locally only from now on.")
+        except Exception as error:
+            warnings.warn(f"W&B error ({type(error).__name__}: {error}); logging locally only.", stacklevel=2)
             self._run = None
 
 

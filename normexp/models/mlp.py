@@ -6,6 +6,7 @@ of its own makes the linear layer's bias redundant, so the bias is dropped (``No
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -37,7 +38,7 @@ class MLP(nn.Module):
         super().__init__()
         widths = [input_size, *hidden]
         self.hidden = nn.Sequential(
-            *(HiddenLayer(a, b, norm, ACTIVATIONS[activation], init_std) for a, b in zip(widths, widths[1:]))
+            *(HiddenLayer(a, b, norm, ACTIVATIONS[activation], init_std) for a, b in itertools.pairwise(widths))
         )
         self.classifier = gaussian_linear(widths[-1], num_classes, init_std, bias=True)
 

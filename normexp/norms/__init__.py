@@ -39,7 +39,6 @@ __all__ = [
     "WEIGHT_NORMS",
     "NormSpec",
     "data_dependent_init",
-    "describe",
     "make",
     "reparametrize",
     "set_global_step",
@@ -78,14 +77,6 @@ SHIFT_FREE = {"none", "noise", "rms"}
 """Activation norms without a learned shift; a layer before any other norm drops its bias."""
 
 
-def describe() -> dict[str, str]:
-    """One line per norm and weight reparametrization (``normexp list norms``): the summary of its docstring."""
-    return {
-        name: " ".join(inspect.getdoc(factory).split("\n\n")[0].split())
-        for name, factory in {**NORMS, **WEIGHT_NORMS}.items()
-    }
-
-
 def _check_options(kind: str, name: str, factory: Callable[..., Any], options: Mapping[str, Any]) -> None:
     """Raise :class:`ConfigError` when ``factory`` has no parameter for one of ``options``."""
     params = list(inspect.signature(factory).parameters)[1:]  # the first is the channel count / the layer
@@ -104,10 +95,10 @@ def make(name: str, num_channels: int, where: str | None = None, **options: Any)
     ``where`` names the layer being built (e.g. ``"features.3"``); it prefixes any :class:`ConfigError`, such as
     GN's impossible grouping, so the message says which layer failed.
     """
-    if name not in NORMS:
-        raise ConfigError(f"unknown norm {name!r}.", choices=sorted(NORMS), fix="set norm=<one of the choices>")
-    _check_options("norm", name, NORMS[name], options)
     try:
+        if name not in NORMS:
+            raise ConfigError(f"unknown norm {name!r}.", choices=sorted(NORMS), fix="set norm=<one of the choices>")
+        _check_options("norm", name, NORMS[name], options)
         return NORMS[name](num_channels, **options)
     except ConfigError as error:
         if where is None:
@@ -160,7 +151,10 @@ class NormSpec:
         acts = [p for p in parts if p in NORMS]
         weights = tuple(p for p in parts if p not in NORMS)
         if len(acts) > 1:
-            raise ConfigError(f"norm spec {spec!r} names {len(acts)} activation norms; at most one is allowed.")
+            raise ConfigError(
+                f"norm spec {spec!r} names {len(acts)} activation norms; at most one is allowed.",
+                fix="keep one activation norm and join weight norms with +, e.g. gn+ws",
+            )
         for name in weights:
             if name not in WEIGHT_NORMS:
                 raise ConfigError(
@@ -178,8 +172,9 @@ class NormSpec:
 
     @property
     def name(self) -> str:
-        """The canonical spec string, e.g. ``gn+ws``."""
-        return "+".join([self.act, *self.weight]) if self.weight else self.act
+        """The canonical spec string, e.g. ``gn+ws``; ``wn`` for weight norms alone (not ``none+wn``)."""
+        parts = [self.act] if self.act != "none" or not self.weight else []
+        return "+".join([*parts, *self.weight])
 
     @property
     def layer_bias(self) -> bool:

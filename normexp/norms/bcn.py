@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from normexp.norms._layout import batch_dims, per_channel
+from normexp.norms._layout import batch_moments
 from normexp.norms.batch import BatchNorm
 from normexp.norms.group import resolve_groups
 
@@ -39,11 +39,11 @@ class EstimatedBatchNorm(BatchNorm):
 
     @torch.no_grad()
     def _update_estimates(self, x: torch.Tensor) -> None:
-        dims = batch_dims(x.dim())
-        batch_mean = x.mean(dims)
-        batch_var = (x - per_channel(self.running_mean, x.dim())).square().mean(dims)
+        batch_mean, batch_var = batch_moments(x)
+        # mean of (x − μ̂_old)² = biased batch variance + (μ_B − μ̂_old)²: one fast statistics pass instead of two.
+        deviation = batch_var + (batch_mean - self.running_mean).square()
         self.running_mean.lerp_(batch_mean, self.momentum)
-        self.running_var.lerp_(batch_var, self.momentum)
+        self.running_var.lerp_(deviation, self.momentum)
         self.num_batches_tracked.add_(1)
 
 
@@ -66,20 +66,20 @@ class BatchChannelNorm(nn.Module):
     ) -> None:
         super().__init__()
         self.num_channels = num_channels
-        self.groups = resolve_groups(num_channels, groups, group_size)
+        self.num_groups = resolve_groups(num_channels, groups, group_size)
         self.eps = eps
         batch_norm = EstimatedBatchNorm if estimate else BatchNorm
         self.batch = batch_norm(num_channels, eps=eps, momentum=momentum)
-        self.weight = nn.Parameter(torch.ones(self.groups))
-        self.bias = nn.Parameter(torch.zeros(self.groups))
+        self.weight = nn.Parameter(torch.ones(self.num_groups))
+        self.bias = nn.Parameter(torch.zeros(self.num_groups))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # A per-group affine is a per-channel one with values repeated within each group, so GroupNorm's fused
         # kernel applies it (the gradient sums back over each group's channels).
-        group_size = self.num_channels // self.groups
+        group_size = self.num_channels // self.num_groups
         weight = self.weight.repeat_interleave(group_size)
         bias = self.bias.repeat_interleave(group_size)
-        return F.group_norm(self.batch(x), self.groups, weight, bias, self.eps)
+        return F.group_norm(self.batch(x), self.num_groups, weight, bias, self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_channels}, groups={self.groups}, eps={self.eps}"
+        return f"{self.num_channels}, groups={self.num_groups}, eps={self.eps}"

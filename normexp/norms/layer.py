@@ -24,8 +24,9 @@ class ChannelLayerNorm(nn.LayerNorm):
     """LayerNorm over C only (Ba et al. 2016, Transformer reading): per sample and position, per-channel affine.
 
     Channels-first ``(N, C, *spatial)`` by default; ``channels_last=True`` takes ``(N, *, C)`` (a Transformer's
-    ``(N, T, C)``) and is exactly ``torch.nn.LayerNorm(C)``. Channels-first input is moved to channels-last for
-    torch's fused kernel, which is faster on CPU than reducing over dim 1 directly.
+    ``(N, T, C)``) and is exactly ``torch.nn.LayerNorm(C)``. Channels-first input is copied to channels-last for
+    torch's fused kernel, which is faster on CPU than reducing over dim 1 directly; the output is a channels-first
+    view of channels-last memory.
     """
 
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True, channels_last: bool = False) -> None:
@@ -35,7 +36,9 @@ class ChannelLayerNorm(nn.LayerNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             return super().forward(x)
-        return F.layer_norm(x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps).movedim(-1, 1)
+        # torch's kernel is fast on contiguous channels-last input only; the copy costs less than it saves.
+        channels_last = x.movedim(1, -1).contiguous()
+        return F.layer_norm(channels_last, self.normalized_shape, self.weight, self.bias, self.eps).movedim(-1, 1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, channels_last={self.channels_last}"

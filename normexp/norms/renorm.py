@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from normexp.errors import ConfigError
-from normexp.norms._layout import batch_dims
+from normexp.norms._layout import batch_moments
 from normexp.norms.batch import BatchNorm
 
 
@@ -44,7 +44,10 @@ class RenormSchedule:
 
     def __post_init__(self) -> None:
         if self.r_max < 1 or self.d_max < 0:
-            raise ConfigError(f"brn needs r_max >= 1 and d_max >= 0, got r_max={self.r_max}, d_max={self.d_max}.")
+            raise ConfigError(
+                f"brn needs r_max >= 1 and d_max >= 0, got r_max={self.r_max}, d_max={self.d_max}.",
+                fix="set r_max: 1.0 and d_max: 0.0 to switch the corrections off (plain BN)",
+            )
         if not self.warmup_steps <= min(self.r_max_step, self.d_max_step):
             raise ConfigError(
                 f"brn's warmup_steps={self.warmup_steps} must not exceed r_max_step={self.r_max_step} "
@@ -92,7 +95,7 @@ class BatchRenorm(BatchNorm):
         if not self.training:
             return super().forward(x)
         self._check_input_dim(x)
-        r, d = self.corrections(x)
+        r, d = self._corrections(x)
         # γ(x̂·r + d) + β = x̂·(γr) + (γd + β): torch's fused kernel computes x̂ with gradients through μ_B and σ_B,
         # and updates the running estimates after r and d were taken from them.
         weight, bias = (r, d) if self.weight is None else (self.weight * r, self.bias + self.weight * d)
@@ -100,10 +103,10 @@ class BatchRenorm(BatchNorm):
         return F.batch_norm(x, self.running_mean, self.running_var, weight, bias, True, self.momentum, self.eps)
 
     @torch.no_grad()
-    def corrections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _corrections(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel ``(r, d)`` for batch ``x`` against the current running estimates; no gradient."""
         r_max, d_max = self.schedule.limits(self.global_step)
-        batch_var, batch_mean = torch.var_mean(x, batch_dims(x.dim()), correction=0)
+        batch_mean, batch_var = batch_moments(x)
         running_std = torch.sqrt(self.running_var + self.eps)
         r = (torch.sqrt(batch_var + self.eps) / running_std).clamp(1 / r_max, r_max)
         d = ((batch_mean - self.running_mean) / running_std).clamp(-d_max, d_max)

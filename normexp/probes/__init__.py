@@ -3,7 +3,8 @@
 A probe is measurement only: it must not change the training trajectory (weights, norm buffers, RNG streams).
 The runner calls two hooks, each returning ``{metric: value}`` to record at that step:
 
-* ``on_batch(model, x, y, step)`` before the update at each evaluation step, with the training batch;
+* ``on_batch(model, x, y, step, lr)`` with every training batch, before the update (a probe measuring less
+  often checks ``step``); ``normexp.runner.loss_fn`` is the training loss;
 * ``on_eval(model, step)`` at each evaluation step, after the test-set evaluation.
 """
 
@@ -18,7 +19,6 @@ from normexp.data.splits import Splits
 from normexp.errors import ConfigError
 from normexp.probes.activations import InputPercentiles
 from normexp.probes.base import Probe
-
 
 PROBES: dict[str, Callable[..., Probe]] = {
     "input_percentiles": InputPercentiles,

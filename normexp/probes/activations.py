@@ -54,4 +54,4 @@ class InputPercentiles(Probe):
         finally:
             handle.remove()
         values = torch.quantile(captured[0].float(), self.quantiles).tolist()
-        return dict(zip(self.names, values))
+        return dict(zip(self.names, values, strict=False))

@@ -9,8 +9,11 @@ from torch import nn
 class Probe:
     """Base probe: both hooks measure nothing. Subclasses override what they measure."""
 
-    def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int) -> dict[str, float]:
-        """Measure on the training batch of ``step`` before the update."""
+    def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) -> dict[str, float]:
+        """Measure on a training batch of optimizer step ``step`` (learning rate ``lr``) before the update.
+
+        Called for every batch drawn: a probe that measures less often checks ``step`` itself.
+        """
         return {}
 
     def on_eval(self, model: nn.Module, step: int) -> dict[str, float]:

@@ -1,0 +1,39 @@
+"""Shared fixtures: composing configs, a scratch output folder, and running the CLI in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from omegaconf import DictConfig
+
+from normexp.cli import main
+from normexp.config import compose_config
+
+
+@pytest.fixture
+def out_dir(tmp_path: Path) -> Path:
+    """A scratch folder for run folders."""
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def compose(out_dir: Path):
+    """Compose a smoke-scale config with extra overrides, writing runs under ``out_dir``."""
+
+    def _compose(*overrides: str) -> DictConfig:
+        return compose_config(["scale=smoke", f"out_dir={out_dir}", *overrides])
+
+    return _compose
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture):
+    """Run ``normexp <args>``; return (exit status, stdout, stderr)."""
+
+    def _cli(*args: str) -> tuple[int, str, str]:
+        status = main(list(args))
+        captured = capsys.readouterr()
+        return status, captured.out, captured.err
+
+    return _cli

@@ -1,0 +1,67 @@
+"""The command line's answers to bad input: one paragraph, the valid choices or the fix, exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from normexp.data import images
+
+BAD_INPUT = [
+    (("run", "norm=nope"), "norm/nope", "bn"),
+    (("run", "model=nope"), "model/nope", "mlp"),
+    (("run", "data=nope"), "data/nope", "fashion_mnist"),
+    (("run", "experiment=nope"), "experiment/nope", "ioffe2015-fig1"),
+    (("run", "data.name=nope"), "unknown data 'nope'", "fashion_mnist"),
+    (("run", "optim.lr=-0.1"), "optim.lr must be a positive number", "optim.lr="),
+    (("run", "train.steps=0"), "train.steps must be a positive integer", "train.steps=N>0"),
+    (("run", "train.steps=ten"), "train.steps", "Fix"),
+    (("run", "-m", "norm=bn,nope"), "norm/nope", "bn"),
+    (("reproduce", "nope"), "unknown claim 'nope'", "ioffe2015-fig1"),
+    (("verify", "nope"), "unknown claim 'nope'", "ioffe2015-lr"),
+]
+
+
+@pytest.mark.parametrize(("args", "problem", "hint"), BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT])
+def test_bad_input_is_one_clear_paragraph_and_exit_2(cli, out_dir: Path, args, problem: str, hint: str) -> None:
+    command, *rest = args
+    extra = ["scale=smoke", f"out_dir={out_dir}"] if command == "run" else []
+    status, out, err = cli(command, *rest, *extra)
+    assert status == 2
+    assert err.startswith("normexp: error:") and problem in err and hint in err
+    assert "Traceback" not in err + out
+    assert not out_dir.exists() or not any(out_dir.rglob("summary.json"))  # no run started
+
+
+def test_missing_data_names_the_fix(cli, out_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setitem(
+        images.IMAGE_SOURCES,
+        "fashion_mnist",
+        images.IMAGE_SOURCES["fashion_mnist"].__class__(
+            **{**images.IMAGE_SOURCES["fashion_mnist"].__dict__, "offline_dirs": (str(tmp_path / "nowhere"),)}
+        ),
+    )
+    status, _, err = cli("run", f"out_dir={out_dir}", f"data.root={tmp_path / 'empty'}", "train.steps=1")
+    assert status == 2
+    assert "fashion_mnist not found" in err and "apt-get install dataset-fashion-mnist" in err
+
+
+def test_unwritable_out_dir_is_refused_before_training(cli, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    status, _, err = cli("run", "scale=smoke", f"out_dir={blocker}/runs")
+    assert status == 2 and "cannot write to out_dir" in err
+
+
+def test_list_shows_every_registry(cli) -> None:
+    status, out, _ = cli("list")
+    assert status == 0
+    for expected in ("claims:", "ioffe2015-fig1", "norms:", "bn", "models:", "mlp", "datasets:", "fashion_mnist"):
+        assert expected in out
+
+
+def test_cfg_job_shows_the_composed_config(cli) -> None:
+    status, out, _ = cli("run", "experiment=ioffe2015-fig1", "scale=paper", "--cfg", "job")
+    assert status == 0
+    assert "steps: 50000" in out and "name: mnist" in out

@@ -1,0 +1,96 @@
+"""Datasets: the offline lookup in torchvision's layout on generated IDX files, the sampler, synthetic data."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from normexp import data
+from normexp.data import images
+from normexp.errors import ConfigError, DataError
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file (the MNIST format: magic 0x0000080N, big-endian dims, uint8 data), gzipped."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    with gzip.open(path, "wb") as file:
+        file.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def offline_fashion(tmp_path: Path, monkeypatch) -> Path:
+    """Generated Fashion-MNIST files where Debian's package would put them."""
+    folder = tmp_path / "debian"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 12), ("t10k", 5)):
+        write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    source = images.IMAGE_SOURCES["fashion_mnist"]
+    monkeypatch.setitem(
+        images.IMAGE_SOURCES, "fashion_mnist", source.__class__(**{**source.__dict__, "offline_dirs": (str(folder),)})
+    )
+    return folder
+
+
+def data_cfg(root: Path, **extra):
+    return OmegaConf.create(
+        {
+            "name": "fashion_mnist",
+            "root": str(root),
+            "download": False,
+            "synthetic": False,
+            "train_size": None,
+            "test_size": None,
+            **extra,
+        }
+    )
+
+
+def test_offline_files_load_through_torchvision(offline_fashion: Path, tmp_path: Path) -> None:
+    splits = data.load(data_cfg(tmp_path / "root"))
+    assert splits.train_x.shape == (12, 1, 28, 28) and splits.test_x.shape == (5, 1, 28, 28)
+    assert splits.train_x.dtype == torch.float32 and splits.train_x.min() >= 0 and splits.train_x.max() <= 1
+    with gzip.open(offline_fashion / "train-images-idx3-ubyte.gz") as raw:
+        first = np.frombuffer(raw.read()[16 : 16 + 784], dtype=np.uint8)
+    np.testing.assert_allclose(splits.train_x[0].flatten().numpy(), first / 255, rtol=1e-6)
+    assert (tmp_path / "root" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_missing_files_raise_a_data_error_with_the_fix(tmp_path: Path, monkeypatch) -> None:
+    source = images.IMAGE_SOURCES["fashion_mnist"]
+    monkeypatch.setitem(
+        images.IMAGE_SOURCES,
+        "fashion_mnist",
+        source.__class__(**{**source.__dict__, "offline_dirs": (str(tmp_path / "nowhere"),)}),
+    )
+    with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
+        data.load(data_cfg(tmp_path / "root"))
+
+
+def test_subsets_and_synthetic_shapes(tmp_path: Path) -> None:
+    splits = data.load(data_cfg(tmp_path, synthetic=True, train_size=40, test_size=8), seed=1)
+    assert splits.train_x.shape == (40, 1, 28, 28) and splits.test_y.shape == (8,)
+    assert splits.num_classes == 10 and splits.train_y.max() < 10
+
+
+def test_sampler_covers_each_epoch_once_and_resumes_identically() -> None:
+    sampler = data.EpochSampler(10, 3, seed=5)
+    epoch = torch.cat([sampler.next() for _ in range(3)])
+    assert len(set(epoch.tolist())) == 9  # the partial batch is dropped
+    state = sampler.state_dict()
+    expected = [sampler.next() for _ in range(4)]
+    resumed = data.EpochSampler(10, 3, seed=5)
+    resumed.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(expected, [resumed.next() for _ in range(4)], strict=False))
+
+
+def test_batch_larger_than_the_data_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="exceeds the 10 training samples"):
+        data.EpochSampler(10, 11, seed=0)
