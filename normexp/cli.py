@@ -104,7 +104,9 @@ def _markdown_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
 
 def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [header, *rows])
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
+    )
 
 
 def _first_line(obj: object) -> str:

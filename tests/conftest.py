@@ -5,10 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import DictConfig
 
 from normexp.cli import main
 from normexp.config import compose_config
+
+# Tests use tiny tensors: one thread avoids per-op thread overhead that dominates on a loaded 2-core machine.
+torch.set_num_threads(1)
 
 
 @pytest.fixture

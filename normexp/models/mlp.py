@@ -22,10 +22,12 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReL
 class HiddenLayer(nn.Sequential):
     """``linear -> norm -> act``; the norm's output is the activation's input that Fig. 1b/c tracks."""
 
-    def __init__(self, fan_in: int, width: int, norm: NormSpec, activation: type[nn.Module], init_std: float) -> None:
+    def __init__(
+        self, fan_in: int, width: int, norm: NormSpec, activation: type[nn.Module], init_std: float, where: str
+    ) -> None:
         super().__init__()
         self.linear = norm.reparametrize(gaussian_linear(fan_in, width, init_std, bias=norm.layer_bias))
-        self.norm = norm.make(width)
+        self.norm = norm.make(width, where=f"{where}.norm")
         self.act = activation()
 
 
@@ -38,7 +40,10 @@ class MLP(nn.Module):
         super().__init__()
         widths = [input_size, *hidden]
         self.hidden = nn.Sequential(
-            *(HiddenLayer(a, b, norm, ACTIVATIONS[activation], init_std) for a, b in itertools.pairwise(widths))
+            *(
+                HiddenLayer(a, b, norm, ACTIVATIONS[activation], init_std, where=f"hidden.{i}")
+                for i, (a, b) in enumerate(itertools.pairwise(widths))
+            )
         )
         self.classifier = gaussian_linear(widths[-1], num_classes, init_std, bias=True)
 
