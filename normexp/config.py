@@ -39,6 +39,9 @@ class TrainConfig:
     eval_batch_size: int = 1000
     progress: bool = True  # tqdm bar with loss, accuracy and steps/s
     diverge_loss: float = 1.0e4  # a training loss above this (or NaN/inf) ends the run as `diverged`
+    checkpoint_every: int = (
+        1000  # steps between checkpoints (also saved at the end and on SIGTERM/SIGUSR1); 0: those only
+    )
 
 
 @dataclass
@@ -75,7 +78,8 @@ class LoggerConfig:
     name: str = "none"
     project: str = "normexp"
     entity: str | None = None
-    mode: str = "auto"
+    mode: str = "auto"  # auto (online with an API key, else offline) | online | offline | disabled
+    init_timeout: float = 30.0  # seconds W&B may take to start online before the run falls back to offline
 
 
 @dataclass
@@ -88,6 +92,9 @@ class NormexpConfig:
     seed: int = 0
     out_dir: str = "runs"
     device: str = "auto"
+    deterministic: bool = False  # torch.use_deterministic_algorithms on GPU (slower); CPU runs are deterministic anyway
+    threads: int | None = 1  # torch CPU threads per run; None: torch's default (all cores)
+    resume: str = "auto"  # auto: continue an unfinished run from its checkpoint; never: start it again
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -155,7 +162,6 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
 def validate(cfg: DictConfig) -> None:
     """Reject impossible values and unknown names before any work starts (raises :class:`ConfigError`)."""
     from normexp import data, models, optim, probes
-    from normexp.norms import NormSpec
 
     train, opt = cfg.train, cfg.optim
     for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
@@ -169,6 +175,9 @@ def validate(cfg: DictConfig) -> None:
             fix="pick a divisor of the batch size, or null for the whole batch",
         )
     _check_choice("optim.lr_scaling", opt.lr_scaling, ("none", "linear"))
+    _check_choice("resume", cfg.resume, ("auto", "never"))
+    if train.checkpoint_every < 0:
+        raise ConfigError(f"train.checkpoint_every must be >= 0, got {train.checkpoint_every}.", fix="0 disables it")
     if not (opt.lr > 0 and math.isfinite(opt.lr)):
         raise ConfigError(f"optim.lr must be a positive number, got {opt.lr}.", fix="set optim.lr=0.1, for example")
     if cfg.schedule.warmup_steps < 0 or cfg.schedule.warmup_steps > train.steps:
@@ -183,8 +192,20 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("logger", cfg.logger.name, ("none", "wandb"))
     for name in cfg.probes:
         _check_choice("probes", name, probes.PROBES)
-    NormSpec.parse(**norm_options(cfg))
     data.check_available(cfg.data)
+    _check_model_and_probes(cfg)
+
+
+def _check_model_and_probes(cfg: DictConfig) -> None:
+    """Build the model and its probes once on tiny generated data: a norm grouping that does not divide a layer's
+    channels, or a probe naming a layer the model lacks, fails here rather than an hour into a sweep."""
+    from normexp import data, models, probes
+    from normexp.norms import NormSpec
+
+    tiny = OmegaConf.merge(cfg.data, {"synthetic": True, "train_size": 2, "test_size": 2})
+    splits = data.load(tiny)
+    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
+    probes.build(cfg.probes, model, splits)
 
 
 def norm_options(cfg: DictConfig) -> dict[str, Any]:

@@ -41,9 +41,10 @@ def _cosine(cfg: Any, total_steps: int) -> Callable[[int], float]:
 
 
 def _inverse_sqrt(cfg: Any, total_steps: int) -> Callable[[int], float]:
-    # Vaswani et al. / Xiong et al.: lr_max at the end of warm-up, then lr_max * sqrt(warmup / step).
+    # Vaswani et al. 2017, eq. 3, as Xiong et al. 2020 use it: with warm-up, the t-th update (t = step + 1) runs at
+    # lr_max * min(t / warmup, sqrt(warmup / t)), peaking at t = warmup. Without warm-up, lr_max / sqrt(t).
     pivot = max(cfg.warmup_steps, 1)
-    return lambda step: math.sqrt(pivot / max(step, pivot))
+    return lambda step: math.sqrt(pivot / max(step + 1, pivot))
 
 
 SCHEDULES: dict[str, Callable[[Any, int], Callable[[int], float]]] = {
@@ -56,7 +57,10 @@ SCHEDULES: dict[str, Callable[[Any, int], Callable[[int], float]]] = {
 
 
 def lr_factor(cfg: Any, total_steps: int) -> Callable[[int], float]:
-    """The multiplier of ``optim.lr`` at each step: linear warm-up from 1/warmup to 1, then the schedule."""
+    """The multiplier of ``optim.lr`` at each step: linear warm-up from 1/warmup to 1, then the schedule.
+
+    The t-th update (t = step + 1) gets min(1, t / warmup): Xiong et al. 2020's lr(t) = t / T_warmup · lr_max.
+    """
     schedule = SCHEDULES[cfg.name](cfg, total_steps)
     warmup = cfg.warmup_steps
     return lambda step: min(1.0, (step + 1) / warmup) * schedule(step) if warmup else schedule(step)

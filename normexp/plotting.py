@@ -29,6 +29,7 @@ NORM_ORDER = (
     "rms",
     "brn",
     "noisy_bn",
+    "noise",
     "wn",
     "bn+ws",
     "ws",

@@ -14,6 +14,7 @@ import pandas as pd
 from normexp import claims, sweep
 from normexp.analysis import load_runs
 from normexp.claims import Claim, Results, Verdict
+from normexp.errors import UserError
 from normexp.rundir import atomic_write, write_json
 
 RESULTS_DIR = Path("results")
@@ -46,11 +47,17 @@ def store(run_dirs: list[Path], target: Path) -> Results:
 
 
 def load(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Results:
-    """A claim's stored results (empty frames when none are stored)."""
+    """A claim's stored results (empty frames when none are stored); a damaged table is a :class:`UserError`."""
     folder = results_dir(claim_id, scale, root)
     if not (folder / RUNS_TABLE).exists():
         return Results(pd.DataFrame(), pd.DataFrame())
-    return Results(pd.read_parquet(folder / RUNS_TABLE), pd.read_csv(folder / SUMMARY_TABLE))
+    try:
+        return Results(pd.read_parquet(folder / RUNS_TABLE), pd.read_csv(folder / SUMMARY_TABLE))
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise UserError(
+            f"the stored results in {folder} are damaged ({type(error).__name__}: {error}).",
+            fix=f"regenerate them from the run folders: normexp reproduce {claim_id} --scale {scale}",
+        ) from None
 
 
 def judge(claim: Claim, results: Results, scale: str, target: Path | None = None) -> Verdict:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
+import warnings
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,8 @@ METRICS_LOG = "metrics.jsonl"
 METRICS_TABLE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
 FINAL_STATUSES = ("completed", "diverged")
-"""Statuses of a run that is over: relaunching its grid skips it. A ``failed`` run is retried."""
+"""Statuses of a run that is over: relaunching its grid skips it. A ``failed`` run is retried from scratch and an
+``interrupted`` one resumes from its checkpoint."""
 
 
 def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
@@ -43,9 +46,15 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
 
 
 def read_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's summary, or None when the run never finished writing one."""
+    """The run's summary, or None when there is none or it is unreadable (then the run counts as unfinished)."""
     path = Path(run_dir) / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, json.JSONDecodeError) as error:
+        warnings.warn(f"ignoring unreadable {path} ({error}); the run counts as unfinished", stacklevel=2)
+        return None
 
 
 def is_finished(run_dir: Path) -> bool:
@@ -54,9 +63,35 @@ def is_finished(run_dir: Path) -> bool:
     return summary is not None and summary.get("status") in FINAL_STATUSES
 
 
+SECRET_NAME = re.compile(r"api[_-]?key|token|secret|password|credential", re.IGNORECASE)
+REDACTED = "***redacted***"
+
+
+def redact(tree: Any) -> Any:
+    """``tree`` with secrets replaced: values under secret-looking keys, and any value equal to a secret-looking
+    environment variable (e.g. ``WANDB_API_KEY`` interpolated through ``${oc.env:...}``)."""
+    secrets = {value for name, value in os.environ.items() if SECRET_NAME.search(name) and len(value) >= 8}
+
+    def clean(node: Any, key: str = "") -> Any:
+        if isinstance(node, dict):
+            return {k: clean(v, str(k)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [clean(v, key) for v in node]
+        if SECRET_NAME.search(key) or (isinstance(node, str) and any(secret in node for secret in secrets)):
+            return REDACTED
+        return node
+
+    return clean(tree)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config, resolved and without secrets: what the run folder and trackers store."""
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
 def save_config(run_dir: Path, cfg: DictConfig) -> None:
-    """Store the resolved config in the run folder."""
-    atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(OmegaConf.to_yaml(cfg, resolve=True)))
+    """Store the resolved config (secrets redacted) in the run folder."""
+    atomic_write(run_dir / CONFIG_FILE, lambda f: f.write(OmegaConf.to_yaml(resolved_config(cfg))))
 
 
 class MetricsLog:
@@ -82,14 +117,27 @@ class MetricsLog:
         atomic_write(self.path.with_name(METRICS_TABLE), lambda f: table.to_parquet(f, index=False), mode="wb")
 
 
-def read_metrics_log(path: Path) -> pd.DataFrame:
-    """A metrics log in long format (step, metric, value), skipping a truncated last line."""
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a metrics log; a truncated last line (a crash mid-write) is skipped."""
     records = []
     for line in Path(path).read_text().splitlines():
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
+    return records
+
+
+def truncate_metrics_log(path: Path, last_step: int) -> None:
+    """Keep only the records up to ``last_step`` (a resumed run re-records what came after its checkpoint)."""
+    if path.exists():
+        kept = [json.dumps(r) + "\n" for r in _records(path) if r["step"] <= last_step]
+        atomic_write(path, lambda f: f.writelines(kept))
+
+
+def read_metrics_log(path: Path) -> pd.DataFrame:
+    """A metrics log in long format (step, metric, value), skipping a truncated last line."""
+    records = _records(path) if Path(path).exists() else []
     if not records:
         return pd.DataFrame({"step": pd.Series(dtype="int64"), "metric": [], "value": pd.Series(dtype="float64")})
     wide = pd.DataFrame.from_records(records)

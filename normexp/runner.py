@@ -3,12 +3,18 @@
 A plain loop a reader can hold in mind: draw a batch, step, and every ``log_every`` steps record the training
 metrics, every ``eval_every`` steps evaluate on the test set and call the probes. Metrics accumulate on the
 device and are read back only when recorded, so a GPU is not synchronized every step.
+
+Every ``checkpoint_every`` steps, at the end, and when a preemption signal (SIGTERM/SIGUSR1) arrives, the loop
+saves a checkpoint; with ``resume: auto`` a relaunched run continues from it and ends bit-identical (on CPU) to a
+run that was never interrupted.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import random
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -16,13 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from tqdm import tqdm
 
-from normexp import data, models, norms, optim, probes, tracking
+from normexp import checkpoint, data, models, norms, optim, probes, tracking
 from normexp.config import norm_options
-from normexp.rundir import SUMMARY_FILE, MetricsLog, environment, save_config, write_json
+from normexp.rundir import (
+    METRICS_LOG,
+    SUMMARY_FILE,
+    MetricsLog,
+    environment,
+    resolved_config,
+    save_config,
+    truncate_metrics_log,
+    write_json,
+)
 
 
 def select_device(name: str) -> torch.device:
@@ -34,6 +49,14 @@ def select_device(name: str) -> torch.device:
     if torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def set_deterministic(on: bool) -> None:
+    """Deterministic kernels on GPU (slower; cuDNN autotuning off). CPU training is deterministic regardless."""
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # required by deterministic cuBLAS
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.benchmark = not on
 
 
 def seed_everything(seed: int) -> None:
@@ -69,10 +92,17 @@ class Diverged(Exception):
     """The training loss became non-finite or exceeded ``train.diverge_loss``."""
 
 
+class Interrupted(Exception):
+    """A preemption signal arrived; the run was checkpointed and can resume."""
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``run_dir`` and return its summary (also in ``summary.json``)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
     splits = data.load(cfg.data, seed=cfg.seed).to(device)
@@ -83,21 +113,28 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim, cfg.schedule, cfg.train.steps, lr)
     run_probes = probes.build(cfg.probes, model, splits)
     sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    tracker = tracking.build(resolved, run_dir)
-    log = MetricsLog(run_dir)
-    loop = _Loop(cfg.train, model, optimizer, scheduler, splits, sampler, run_probes, log, tracker)
-    status, error, started = "completed", None, time.perf_counter()
+    loop = _Loop(cfg.train, model, optimizer, scheduler, splits, sampler, run_probes)
+    saved = run_dir / checkpoint.CHECKPOINT_FILE
+    if cfg.resume == "auto" and saved.exists():
+        loop.load_state_dict(checkpoint.load(saved, device))
+        truncate_metrics_log(run_dir / METRICS_LOG, loop.step)
+    else:
+        (run_dir / METRICS_LOG).unlink(missing_ok=True)
+    loop.log = MetricsLog(run_dir)
+    loop.tracker = tracking.build(resolved_config(cfg), run_dir)
+    status, error = "completed", None
     try:
-        loop.run()
+        with checkpoint.preemption_flag() as preempted:
+            loop.run(lambda: checkpoint.save(saved, loop.state_dict()), preempted)
     except Diverged as why:
         status, error = "diverged", str(why)
+    except Interrupted as why:
+        status, error = "interrupted", str(why)
     except Exception as why:
         status, error = "failed", f"{type(why).__name__}: {why}"
         raise
     finally:
-        log.close()
-        wall = time.perf_counter() - started
+        loop.log.close()
         summary = {
             "status": status,
             "error": error,
@@ -108,42 +145,56 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "seed": cfg.seed,
             "steps": loop.step,
             "total_steps": cfg.train.steps,
-            "wall_time_s": wall,
-            "steps_per_s": loop.step / wall if wall > 0 else None,
+            "wall_time_s": loop.elapsed,
+            "steps_per_s": loop.trained_steps / loop.elapsed if loop.elapsed > 0 else None,
             "final": loop.last_metrics,
             **environment(device),
         }
         write_json(run_dir / SUMMARY_FILE, summary)
-        tracker.finish({"status": status, "steps": loop.step, **loop.last_metrics})
+        loop.tracker.finish({"status": status, "steps": loop.step, **loop.last_metrics})
     return summary
 
 
 class _Loop:
     """The training loop's state: the step, the metrics accumulated since the last record, the last metrics."""
 
-    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, log, tracker) -> None:
+    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes) -> None:
         self.cfg, self.model, self.optimizer, self.scheduler = train_cfg, model, optimizer, scheduler
-        self.splits, self.sampler, self.probes, self.log, self.tracker = splits, sampler, run_probes, log, tracker
-        self.step = 0
+        self.splits, self.sampler, self.probes = splits, sampler, run_probes
+        self.log: MetricsLog | None = None
+        self.tracker: tracking.Tracker = tracking.Tracker()
+        self.step = self.trained_steps = 0
+        self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
         self.last_metrics: dict[str, float] = {}
         device = splits.train_x.device
         self._loss_sum, self._correct, self._seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
 
-    def run(self) -> None:
-        """Evaluate at step 0, then train ``train.steps`` steps."""
-        bar = tqdm(total=self.cfg.steps, disable=not self.cfg.progress, dynamic_ncols=True, unit="step")
-        self._record(self._evaluate(), bar)
+    def run(self, save_checkpoint, preempted: threading.Event) -> None:
+        """Evaluate at step 0 (unless resuming), then train up to ``train.steps`` steps."""
+        cfg = self.cfg
+        bar = tqdm(
+            total=cfg.steps, initial=self.step, disable=not cfg.progress or None, dynamic_ncols=True, unit="step"
+        )
+        started = time.perf_counter() - self.elapsed
         with bar:
-            while self.step < self.cfg.steps:
+            if self.step == 0:
+                self._record(self._evaluate(), bar)
+            while self.step < cfg.steps:
                 self._train_step()
+                self.trained_steps += 1
                 bar.update()
                 due = {}
-                if self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps:
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
                     due |= self._training_metrics()
-                if self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps:
+                if self.step % cfg.eval_every == 0 or self.step == cfg.steps:
                     due |= self._evaluate()
-                if due:
-                    self._record(due, bar)
+                self._record(due, bar)
+                self.elapsed = time.perf_counter() - started
+                last = self.step == cfg.steps
+                if last or preempted.is_set() or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    save_checkpoint()
+                if preempted.is_set() and not last:
+                    raise Interrupted(f"preemption signal at step {self.step}; checkpoint saved")
 
     def _train_step(self) -> None:
         """One optimizer step over ``accumulate`` draws of ``batch_size`` samples, forwarded ``norm_batch`` at a time
@@ -156,7 +207,7 @@ class _Loop:
             indices = self.sampler.next()
             x, y = self.splits.train_x[indices], self.splits.train_y[indices]
             for probe in self.probes:
-                self._record(probe.on_batch(self.model, x, y, step, self.optimizer.param_groups[0]["lr"]), None)
+                self._record(probe.on_batch(self.model, x, y, step, self.optimizer.param_groups[0]["lr"]), step=step)
             self.model.train()
             for xs, ys in zip(x.split(cfg.norm_batch or len(x)), y.split(cfg.norm_batch or len(y)), strict=True):
                 logits = self.model(xs)
@@ -181,7 +232,7 @@ class _Loop:
         self._correct.zero_()
         self._seen = 0
         if not math.isfinite(loss) or loss > self.cfg.diverge_loss:
-            self._record(metrics, None)
+            self._record(metrics)
             raise Diverged(
                 f"training loss {loss:.4g} at step {self.step} (bound train.diverge_loss={self.cfg.diverge_loss})"
             )
@@ -194,13 +245,44 @@ class _Loop:
             metrics |= probe.on_eval(self.model, self.step)
         return metrics
 
-    def _record(self, metrics: dict[str, float], bar: tqdm | None) -> None:
+    def _record(self, metrics: dict[str, float], bar: tqdm | None = None, step: int | None = None) -> None:
         if not metrics:
             return
-        self.log.write(self.step, metrics)
-        self.tracker.log(metrics, self.step)
+        step = self.step if step is None else step
+        self.log.write(step, metrics)
+        self.tracker.log(metrics, step)
         self.last_metrics |= {k: v for k, v in metrics.items() if math.isfinite(v)}
         if bar is not None and "train/loss" in self.last_metrics:
             bar.set_postfix(
                 loss=f"{self.last_metrics['train/loss']:.3f}", acc=f"{self.last_metrics.get('test/acc', 0):.3f}"
             )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue this loop exactly where it stands."""
+        return {
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "probes": [probe.state_dict() for probe in self.probes],
+            "accumulated": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen},
+            "last_metrics": self.last_metrics,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (RNG states are restored by :func:`normexp.checkpoint.load`)."""
+        self.step, self.elapsed = state["step"], state["elapsed"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sampler.load_state_dict(state["sampler"])
+        for probe, probe_state in zip(self.probes, state["probes"], strict=True):
+            probe.load_state_dict(probe_state)
+        accumulated = state["accumulated"]
+        self._loss_sum.copy_(accumulated["loss_sum"])
+        self._correct.copy_(accumulated["correct"])
+        self._seen = accumulated["seen"]
+        self.last_metrics = dict(state["last_metrics"])
+        norms.set_global_step(self.model, self.step)

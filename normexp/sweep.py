@@ -7,6 +7,7 @@ a run that fails records ``failed`` in its summary and the grid goes on.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import traceback
 from dataclasses import dataclass
@@ -55,17 +56,24 @@ def _run_dir(cfg: DictConfig, multirun: bool) -> Path:
     return Path(cfg.hydra.run.dir)
 
 
+MIN_FREE_BYTES = 200 * 2**20
+"""Free space an output folder needs before a launch: checkpoints and metrics of a grid, with room to spare."""
+
+
 def _check_writable(jobs: list[Job]) -> None:
+    """Refuse an output folder that cannot be written or is (nearly) full before any run starts."""
     for out_dir in {Path(job.cfg.out_dir) for job in jobs}:
+        fix = "set out_dir=PATH to a writable folder with free space"
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             probe = out_dir / ".normexp-write-test"
             probe.write_text("ok")
             probe.unlink()
+            free = shutil.disk_usage(out_dir).free
         except OSError as error:
-            raise ConfigError(
-                f"cannot write to out_dir={out_dir}: {error.strerror}.", fix="set out_dir=PATH to a writable folder"
-            ) from None
+            raise ConfigError(f"cannot write to out_dir={out_dir}: {error.strerror}.", fix=fix) from None
+        if free < MIN_FREE_BYTES:
+            raise ConfigError(f"out_dir={out_dir} has only {free / 2**20:.0f} MiB free.", fix=fix)
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
@@ -77,7 +85,7 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
         return read_summary(run_dir)
     try:
-        return train(cfg, run_dir)
+        summary = train(cfg, run_dir)
     except Exception as error:
         summary = read_summary(run_dir) or {}
         message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
@@ -86,6 +94,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         write_json(run_dir / SUMMARY_FILE, summary)
         print(f"run {run_dir} failed: {message}", file=sys.stderr)
         return summary
+    if summary["status"] == "interrupted":  # preempted: stop the whole launch; relaunching resumes
+        raise SystemExit(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume")
+    return summary
 
 
 def _hydra_entry(cfg: DictConfig) -> None:

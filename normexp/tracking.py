@@ -24,35 +24,26 @@ class Tracker:
 
 
 class WandbTracker(Tracker):
-    """One W&B run per training run: config = the resolved config, group = experiment, tags = claim and norm.
+    """One W&B run per training run: config = the resolved config, group = experiment, job type = scale, tags =
+    claim and norm.
 
-    The W&B id derives from the run folder, so a resumed run continues the same W&B run. Mode ``auto`` is
-    online when an API key is configured and offline otherwise (``wandb sync <run>/wandb`` uploads later).
+    The W&B id derives from the run folder (itself named by the run's config), so a resumed run continues the
+    same W&B run and two runs never share one. Mode ``auto`` is online when an API key is configured and offline
+    otherwise; an online start that fails (no network, bad key, server error) falls back to offline, so the history
+    is kept for ``wandb sync <run folder>/wandb/offline-run-*`` later.
     """
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
         self._run = None
-        try:
-            import wandb
-
-            logger = cfg["logger"]
-            self._run = wandb.init(
-                project=logger["project"],
-                entity=logger["entity"],
-                mode=_wandb_mode(logger["mode"]),
-                dir=str(run_dir),
-                id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
-                name=Path(run_dir).name,
-                group=cfg["experiment_name"],
-                job_type=cfg["scale_name"],
-                tags=[tag for tag in (cfg.get("claim"), cfg["norm"].get("name")) if tag],
-                config=cfg,
-                resume="allow",
-                reinit="create_new",
-                settings=wandb.Settings(silent=True, console="off"),
-            )
-        except Exception as error:
-            warnings.warn(f"W&B disabled ({type(error).__name__}: {error}); logging locally only.", stacklevel=2)
+        logger = cfg["logger"]
+        mode = _wandb_mode(logger["mode"])
+        for attempt in (mode, "offline") if mode == "online" else (mode,):
+            try:
+                self._run = _init(cfg, run_dir, attempt)
+                return
+            except Exception as error:
+                then = "trying offline" if attempt == "online" else "logging to the run folder only"
+                warnings.warn(f"W&B {attempt} start failed ({type(error).__name__}: {error}); {then}.", stacklevel=2)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
         """Mirror ``metrics`` to W&B; on error warn and stop mirroring."""
@@ -71,6 +62,27 @@ class WandbTracker(Tracker):
         except Exception as error:
             warnings.warn(f"W&B error ({type(error).__name__}: {error}); logging locally only.", stacklevel=2)
             self._run = None
+
+
+def _init(cfg: dict[str, Any], run_dir: Path, mode: str) -> Any:
+    import wandb
+
+    logger = cfg["logger"]
+    return wandb.init(
+        project=logger["project"],
+        entity=logger["entity"],
+        mode=mode,
+        dir=str(run_dir),
+        id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
+        name=Path(run_dir).name,
+        group=cfg["experiment_name"],
+        job_type=cfg["scale_name"],
+        tags=[tag for tag in (cfg.get("claim"), cfg["norm"].get("name")) if tag],
+        config=cfg,
+        resume="allow",
+        reinit="create_new",
+        settings=wandb.Settings(silent=True, console="off", init_timeout=logger["init_timeout"]),
+    )
 
 
 def _wandb_mode(mode: str) -> str:

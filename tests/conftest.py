@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from omegaconf import DictConfig
 
 from normexp.cli import main
 from normexp.config import compose_config
+from normexp.data import images
 
 # Tests use tiny tensors: one thread avoids per-op thread overhead that dominates on a loaded 2-core machine.
 torch.set_num_threads(1)
@@ -41,3 +43,13 @@ def cli(capsys: pytest.CaptureFixture):
         return status, captured.out, captured.err
 
     return _cli
+
+
+@pytest.fixture
+def patch_source(monkeypatch: pytest.MonkeyPatch):
+    """Change where/what an image dataset's offline files are, e.g. ``patch_source("fashion_mnist", sizes=...)``."""
+
+    def _patch(name: str, **changes) -> None:
+        monkeypatch.setitem(images.IMAGE_SOURCES, name, dataclasses.replace(images.IMAGE_SOURCES[name], **changes))
+
+    return _patch

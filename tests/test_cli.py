@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-from normexp.data import images
-
 BAD_INPUT = [
     (("run", "norm=nope"), "norm/nope", "bn"),
     (("run", "model=nope"), "model/nope", "mlp"),
@@ -18,6 +16,16 @@ BAD_INPUT = [
     (("run", "train.steps=0"), "train.steps must be a positive integer", "train.steps=N>0"),
     (("run", "train.steps=ten"), "train.steps", "Fix"),
     (("run", "-m", "norm=bn,nope"), "norm/nope", "bn"),
+    (("run", "train.batch_size=8", "train.norm_batch=3"), "must divide train.batch_size=8", "divisor"),
+    (("run", "schedule.warmup_steps=100"), "schedule.warmup_steps=100 must lie in [0, train.steps=20]", "Fix"),
+    (("run", "norm=gn"), "hidden.0.norm", "100 channels"),
+    (("run", "+probes.input_percentiles.module=hidden.7.norm"), "no module 'hidden.7.norm'", "hidden.2.norm"),
+    (("run", "+probes.nope={}"), "unknown probes 'nope'", "input_percentiles"),
+    (("run", "resume=sometimes"), "unknown resume 'sometimes'", "never"),
+    (("run", "train.checkpoint_every=-1"), "train.checkpoint_every must be >= 0", "0 disables it"),
+    (("run", "optim=nope"), "optim/nope", "adam"),
+    (("run", "optim.name=nope"), "unknown optim 'nope'", "sgd"),
+    (("run", "logger.name=nope"), "unknown logger 'nope'", "wandb"),
     (("reproduce", "nope"), "unknown claim 'nope'", "ioffe2015-fig1"),
     (("verify", "nope"), "unknown claim 'nope'", "ioffe2015-lr"),
 ]
@@ -34,14 +42,8 @@ def test_bad_input_is_one_clear_paragraph_and_exit_2(cli, out_dir: Path, args, p
     assert not out_dir.exists() or not any(out_dir.rglob("summary.json"))  # no run started
 
 
-def test_missing_data_names_the_fix(cli, out_dir: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setitem(
-        images.IMAGE_SOURCES,
-        "fashion_mnist",
-        images.IMAGE_SOURCES["fashion_mnist"].__class__(
-            **{**images.IMAGE_SOURCES["fashion_mnist"].__dict__, "offline_dirs": (str(tmp_path / "nowhere"),)}
-        ),
-    )
+def test_missing_data_names_the_fix(cli, out_dir: Path, tmp_path: Path, patch_source) -> None:
+    patch_source("fashion_mnist", offline_dirs=(str(tmp_path / "nowhere"),))
     status, _, err = cli("run", f"out_dir={out_dir}", f"data.root={tmp_path / 'empty'}", "train.steps=1")
     assert status == 2
     assert "fashion_mnist not found" in err and "apt-get install dataset-fashion-mnist" in err

@@ -12,7 +12,6 @@ import torch
 from omegaconf import OmegaConf
 
 from normexp import data
-from normexp.data import images
 from normexp.errors import ConfigError, DataError
 
 
@@ -24,7 +23,7 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 
 
 @pytest.fixture
-def offline_fashion(tmp_path: Path, monkeypatch) -> Path:
+def offline_fashion(tmp_path: Path, patch_source) -> Path:
     """Generated Fashion-MNIST files where Debian's package would put them."""
     folder = tmp_path / "debian"
     folder.mkdir()
@@ -32,10 +31,7 @@ def offline_fashion(tmp_path: Path, monkeypatch) -> Path:
     for split, n in (("train", 12), ("t10k", 5)):
         write_idx(folder / f"{split}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
         write_idx(folder / f"{split}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
-    source = images.IMAGE_SOURCES["fashion_mnist"]
-    monkeypatch.setitem(
-        images.IMAGE_SOURCES, "fashion_mnist", source.__class__(**{**source.__dict__, "offline_dirs": (str(folder),)})
-    )
+    patch_source("fashion_mnist", offline_dirs=(str(folder),), sizes=(12, 5))
     return folder
 
 
@@ -63,13 +59,8 @@ def test_offline_files_load_through_torchvision(offline_fashion: Path, tmp_path:
     assert (tmp_path / "root" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
-def test_missing_files_raise_a_data_error_with_the_fix(tmp_path: Path, monkeypatch) -> None:
-    source = images.IMAGE_SOURCES["fashion_mnist"]
-    monkeypatch.setitem(
-        images.IMAGE_SOURCES,
-        "fashion_mnist",
-        source.__class__(**{**source.__dict__, "offline_dirs": (str(tmp_path / "nowhere"),)}),
-    )
+def test_missing_files_raise_a_data_error_with_the_fix(tmp_path: Path, patch_source) -> None:
+    patch_source("fashion_mnist", offline_dirs=(str(tmp_path / "nowhere"),))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist"):
         data.load(data_cfg(tmp_path / "root"))
 
@@ -94,3 +85,34 @@ def test_sampler_covers_each_epoch_once_and_resumes_identically() -> None:
 def test_batch_larger_than_the_data_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="exceeds the 10 training samples"):
         data.EpochSampler(10, 11, seed=0)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda raw: raw.write_bytes(raw.read_bytes()[:-100]), "not the 9424 its header announces"),
+        (lambda raw: raw.write_bytes(b"\x00\x00\x0c\x03" + raw.read_bytes()[4:]), "is not an IDX file"),
+    ],
+    ids=["truncated", "wrong format"],
+)
+def test_damaged_files_are_refused_with_the_fix(offline_fashion: Path, tmp_path: Path, damage, message: str) -> None:
+    data.load(data_cfg(tmp_path / "root"))  # stages the files
+    damage(tmp_path / "root" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte")
+    with pytest.raises(DataError, match=message):
+        data.load(data_cfg(tmp_path / "root"))
+
+
+def test_wrong_number_of_samples_is_refused(offline_fashion: Path, tmp_path: Path, patch_source) -> None:
+    patch_source("fashion_mnist", sizes=(60000, 5))
+    with pytest.raises(DataError, match="holds 12 items, not 60000"):
+        data.load(data_cfg(tmp_path / "root"))
+
+
+def test_corrupt_download_fails_its_gzip_checksum(offline_fashion: Path, tmp_path: Path) -> None:
+    packed = offline_fashion / "train-labels-idx1-ubyte.gz"
+    content = bytearray(packed.read_bytes())
+    content[-8] ^= 0xFF  # the CRC32 in the gzip trailer
+    packed.write_bytes(bytes(content))
+    with pytest.raises(DataError, match="corrupt"):
+        data.load(data_cfg(tmp_path / "root"))
+    assert not (tmp_path / "root" / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte").exists()  # nothing partial

@@ -100,7 +100,14 @@ def get(claim_id: str) -> Claim:
 
 
 def _load_all() -> None:
-    from normexp.claims import ioffe2015  # noqa: F401 - registers its claims
+    from normexp.claims import (  # noqa: F401 - each registers its claims
+        ioffe2015,
+        li2018,
+        qiao2019,
+        santurkar2018,
+        wu2018,
+        xiong2020,
+    )
 
 
 _load_all()

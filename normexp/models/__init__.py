@@ -13,10 +13,20 @@ from torch import nn
 
 from normexp.errors import ConfigError
 from normexp.models.mlp import build_mlp
+from normexp.models.noshort import build_li_resnet
+from normexp.models.resnet import build_resnet
+from normexp.models.santurkar import build_deep_linear, build_vgg
+from normexp.models.transformer import build_transformer_lm, build_transformer_seq2seq
 from normexp.norms import NormSpec
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": build_mlp,
+    "resnet": build_resnet,
+    "transformer_lm": build_transformer_lm,
+    "transformer_seq2seq": build_transformer_seq2seq,
+    "santurkar_vgg": build_vgg,
+    "deep_linear": build_deep_linear,
+    "li_resnet": build_li_resnet,
 }
 """name -> builder(cfg, norm, input_shape, num_classes) returning an ``nn.Module``."""
 

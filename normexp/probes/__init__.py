@@ -17,11 +17,22 @@ from torch import nn
 
 from normexp.data.splits import Splits
 from normexp.errors import ConfigError
-from normexp.probes.activations import InputPercentiles
+from normexp.probes.activations import ActivationStats, InputPercentiles
 from normexp.probes.base import Probe
+from normexp.probes.baselines import UnigramLoss
+from normexp.probes.gradients import GradientNorms
+from normexp.probes.ics import ICSProbe
+from normexp.probes.landscape import LineSearchProbe
+from normexp.probes.translation import Bleu
 
 PROBES: dict[str, Callable[..., Probe]] = {
     "input_percentiles": InputPercentiles,
+    "unigram_loss": UnigramLoss,
+    "grad_norms": GradientNorms,
+    "bleu": Bleu,
+    "line_search": LineSearchProbe,
+    "ics": ICSProbe,
+    "activation_stats": ActivationStats,
 }
 """name -> factory(model=, splits=, **options)."""
 

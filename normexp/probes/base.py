@@ -19,3 +19,10 @@ class Probe:
     def on_eval(self, model: nn.Module, step: int) -> dict[str, float]:
         """Measure at an evaluation step."""
         return {}
+
+    def state_dict(self) -> dict:
+        """What the probe must carry across a checkpoint (nothing, for a stateless probe)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""

@@ -1,0 +1,126 @@
+"""What the batch-size claims share: final accuracy per (norm, batch) cell, the error-vs-batch figure and the table.
+
+Qiao et al. 2019 (``qiao2019-microbatch``) and Wu & He 2018 (``wu2018-batchsize``) are judged on one grid, the
+experiment ``batchsize``: every run sees the same number of training images, with the lr scaled linearly with the
+batch. A cell is a (norm, batch size) pair; its value is the final test accuracy (or error, 100 − accuracy) in
+percentage points, summarized by the median over at least :data:`MIN_SEEDS` seeds. A diverged run counts as
+accuracy −inf (error +inf): it ranks below every run that finished.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+from normexp import plotting
+from normexp.analysis import aggregate, seed_stats
+from normexp.claims import InsufficientData
+from normexp.rundir import atomic_write
+
+NORM = "norm.name"
+BATCH = "train.batch_size"
+FINAL_ACC = "final/test/acc"
+MIN_SEEDS = 3
+"""PAPERS.md: "Seeds" means at least 3 seeds per cell."""
+EXPERIMENT = "batchsize"
+
+# Until normexp.config.register() registers it, the resolver the batchsize configs use (steps = images // batch) is
+# registered when the claims load, which the CLI and the tests do before composing any config.
+if not OmegaConf.has_resolver("div"):
+    OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b))
+
+
+def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run: norm, batch, seed, status, ``acc`` and ``error`` in points (±inf if diverged)."""
+    for column in (NORM, BATCH, "seed", "status", FINAL_ACC):
+        if column not in summary:
+            raise InsufficientData(f"no column {column!r} in the stored results")
+    runs = summary[summary["status"].isin(["completed", "diverged"])]
+    acc = np.where(runs["status"] == "diverged", -math.inf, 100 * runs[FINAL_ACC].astype(float))
+    return runs[[NORM, BATCH, "seed", "status", "wall_time_s"]].assign(acc=acc, error=100 - acc)
+
+
+def cell(final: pd.DataFrame, norm: str, batch: int) -> pd.DataFrame:
+    """The runs of one (norm, batch) cell; :class:`InsufficientData` with fewer than :data:`MIN_SEEDS` seeds."""
+    runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
+    if runs["seed"].nunique() < MIN_SEEDS:
+        raise InsufficientData(f"{norm} at batch {batch}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
+    return runs
+
+
+def median(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> float:
+    """The median over seeds of ``value`` (``acc`` or ``error``) in one cell."""
+    return float(cell(final, norm, batch)[value].median())
+
+
+def describe(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> str:
+    """``norm@batch median [min–max] (n=…)`` of ``value``, plus the number of diverged runs if any."""
+    runs = cell(final, norm, batch)
+    stats = seed_stats(runs[value])
+    diverged = int((runs["status"] == "diverged").sum())
+    return f"{norm}@{batch} {stats['median']:.2f} [{stats['min']:.2f}–{stats['max']:.2f}] (n={stats['n']}" + (
+        f", {diverged} diverged)" if diverged else ")"
+    )
+
+
+def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> None:
+    """Median test error against the batch size (log-2 axis) per norm, the seeds' IQR as a band; finished runs."""
+    finished = final[np.isfinite(final["error"])]
+    cells = aggregate(finished, [NORM, BATCH], "error")
+    for norm in plotting.sorted_norms(set(norms) & set(cells[NORM])):
+        plotting.band(ax, cells[cells[NORM] == norm], norm, plotting.norm_color(norm), x=BATCH)
+        ax.scatter(
+            cells[cells[NORM] == norm][BATCH],
+            cells[cells[NORM] == norm]["median"],
+            s=12,
+            color=plotting.norm_color(norm),
+        )
+    batches = sorted(cells[BATCH].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(batches, [str(b) for b in batches])
+    ax.set(xlabel="batch size (images per norm batch and per step)", ylabel="test error (%)")
+    ax.legend(title="norm")
+
+
+def table(final: pd.DataFrame, norms: Sequence[str], paper: dict[str, dict[int, float]] | None = None) -> str:
+    """A Markdown table of test error per norm (rows) and batch (columns): ``median [min–max]`` over seeds, with
+    the paper's numbers as extra rows; then the median wall time per run in seconds."""
+    batches = sorted(final[BATCH].unique())
+    header = "| norm | " + " | ".join(str(b) for b in batches) + " |\n|---|" + "---|" * len(batches) + "\n"
+    errors, times = header, header
+    for norm in plotting.sorted_norms(set(norms) & set(final[NORM])):
+        errors += f"| {norm} | " + " | ".join(_error_entry(final, norm, b) for b in batches) + " |\n"
+        times += f"| {norm} | " + " | ".join(_time_entry(final, norm, b) for b in batches) + " |\n"
+    for label, row in (paper or {}).items():
+        errors += f"| {label} | " + " | ".join(f"{row[b]:.1f}" if b in row else "" for b in batches) + " |\n"
+    seeds = final.groupby([NORM, BATCH])["seed"].nunique()
+    return (
+        f"Test error (%), median [min–max] over {seeds.min()}–{seeds.max()} seeds per cell; "
+        "columns: batch size.\n\n" + errors + "\nWall time per run (s), median over seeds.\n\n" + times
+    )
+
+
+def _error_entry(final: pd.DataFrame, norm: str, batch: int) -> str:
+    runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
+    if runs.empty:
+        return ""
+    stats = seed_stats(runs["error"])
+    return f"{stats['median']:.1f} [{stats['min']:.1f}–{stats['max']:.1f}]"
+
+
+def _time_entry(final: pd.DataFrame, norm: str, batch: int) -> str:
+    runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
+    return f"{runs['wall_time_s'].median():.0f}" if not runs.empty else ""
+
+
+def save_table(text: str, out: Path, name: str) -> Path:
+    """Write ``text`` to ``out/<name>.md``."""
+    path = out / f"{name}.md"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text))
+    return path

@@ -1,0 +1,172 @@
+"""Li et al. 2018 (arXiv 1712.09913), "Visualizing the loss landscape of neural nets": 1-D and 2-D loss surfaces
+along filter-normalized random directions, and the linear interpolation between two solutions, for a net with and
+without BN (experiment ``li2018-norm``) and a ResNet with and without skip connections (``li2018-skip``).
+
+PAPERS.md fixes no pass criterion for these plots: the claim is a figure set and its verdict says so.
+
+Drawing the figures evaluates the surfaces from the runs' final checkpoints (:mod:`normexp.probes.surface`) into
+``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a partial one is completed, and
+without the run folders (a fresh clone) the figures are redrawn from the stored surfaces alone. The 1-D curves use
+every seed, the 2-D contours the first seed, the interpolation goes from the first seed's solution to the
+second's; all are evaluated on the first ``samples`` training images, in eval mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normexp import plotting
+from normexp.checkpoint import CHECKPOINT_FILE
+from normexp.claims import Check, Claim, InsufficientData, Results, register
+from normexp.probes.surface import Grid, TrainedRun, interpolation_surface, random_surface
+
+NORM, MODEL, SKIP = "norm.name", "model.name", "model.skip"
+SURFACES = "surfaces"
+KINDS = ("1d", "2d", "interpolation")
+
+
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """Grid sizes per scale: points per axis of the 1-D curves and of the 2-D contours, and the evaluation set."""
+
+    points_1d: int
+    points_2d: int
+    samples: int
+
+
+SETTINGS = {
+    "smoke": SurfaceSettings(points_1d=5, points_2d=3, samples=64),
+    "cpu": SurfaceSettings(points_1d=41, points_2d=21, samples=500),
+    "paper": SurfaceSettings(points_1d=51, points_2d=51, samples=10000),
+}
+"""Li et al. use 51 points per axis on [−1, 1]; the CPU scale trades resolution for minutes."""
+
+
+def landscape_criteria(results: Results) -> list[Check]:
+    """No criterion: PAPERS.md gives none for Li et al. 2018."""
+    raise InsufficientData("figures only: PAPERS.md fixes no pass criterion for Li et al. 2018's landscape plots")
+
+
+def net_label(row: pd.Series) -> str:
+    """``ResNet`` / ``ResNet-noshort`` for the skip experiment, the norm's name otherwise."""
+    if row.get(MODEL) == "li_resnet":
+        return "ResNet" if str(row[SKIP]).lower() == "true" else "ResNet-noshort"
+    return str(row[NORM])
+
+
+@dataclass(frozen=True)
+class SurfaceJob:
+    """One stored surface: ``kind`` (1d, 2d or interpolation) of the runs ``runs`` (two for an interpolation)."""
+
+    label: str
+    kind: str
+    name: str
+    runs: tuple[Path, ...]
+
+    def grid(self, folder: Path, settings: SurfaceSettings) -> Grid | None:
+        """The surface, completed from the runs' checkpoints when they exist, else as stored (None if neither)."""
+        path = folder / f"{self.name}.npz"
+        if not all((run / CHECKPOINT_FILE).exists() for run in self.runs):
+            return Grid.read(path) if path.exists() else None
+        trained = [TrainedRun.load(run, samples=settings.samples) for run in self.runs]
+        if self.kind == "interpolation":
+            return interpolation_surface(*trained, path, settings.points_1d)
+        dims, points = (1, settings.points_1d) if self.kind == "1d" else (2, settings.points_2d)
+        return random_surface(trained[0], path, dims, points)
+
+
+def surface_jobs(summary: pd.DataFrame) -> list[SurfaceJob]:
+    """Every surface the figures show, for the completed runs of ``summary`` (run folder: out_dir/run_id)."""
+    completed = summary[summary["status"] == "completed"].sort_values("seed")
+    cells: dict[str, list[tuple[int, Path]]] = {}
+    for _, row in completed.iterrows():
+        cells.setdefault(net_label(row), []).append((int(row["seed"]), Path(row["out_dir"]) / row["run_id"]))
+    jobs = []
+    for label, runs in cells.items():
+        jobs += [SurfaceJob(label, "1d", f"{label}-seed{seed}-1d", (run,)) for seed, run in runs]
+        (first, run), *others = runs
+        jobs.append(SurfaceJob(label, "2d", f"{label}-seed{first}-2d", (run,)))
+        if others:
+            second, other = others[0]
+            jobs.append(SurfaceJob(label, "interpolation", f"{label}-seed{first}-to-seed{second}", (run, other)))
+    return jobs
+
+
+def surfaces(results: Results, out: Path) -> dict[tuple[str, str], list[Grid]]:
+    """Per (net label, kind), the surfaces available (computed or stored)."""
+    settings = SETTINGS[str(results.summary["scale_name"].iloc[0])]
+    found: dict[tuple[str, str], list[Grid]] = {}
+    for job in surface_jobs(results.summary):
+        grid = job.grid(out / SURFACES, settings)
+        if grid is not None:
+            found.setdefault((job.label, job.kind), []).append(grid)
+    return found
+
+
+def _color(label: str) -> object:
+    """Norm colours for the BN/none nets; two fixed palette colours for the ResNets."""
+    return {"ResNet": "tab:purple", "ResNet-noshort": "tab:brown"}.get(label) or plotting.norm_color(label)
+
+
+def _curve(ax, grids: list[Grid], label: str, x_label: str) -> None:
+    """Loss along a line: the median over ``grids`` (seeds) with its min–max band."""
+    x = grids[0].coords[:, 0]
+    losses = np.stack([grid.values["loss"] for grid in grids])
+    ax.plot(x, np.median(losses, axis=0), color=_color(label), label=f"{label} (n={len(grids)})")
+    ax.fill_between(x, losses.min(axis=0), losses.max(axis=0), color=_color(label), alpha=0.25, linewidth=0)
+    ax.set(xlabel=x_label, ylabel="training loss", yscale="log")
+
+
+def _contour(ax, grid: Grid, label: str) -> None:
+    """Li et al.'s 2-D contour plot of the loss (log-spaced levels from the grid's minimum)."""
+    points = round(np.sqrt(len(grid.coords)))
+    x = grid.coords[:, 0].reshape(points, points)
+    y = grid.coords[:, 1].reshape(points, points)
+    z = grid.values["loss"].reshape(points, points)
+    levels = np.geomspace(np.nanmin(z), np.nanmax(z), 15)
+    lines = ax.contour(x, y, z, levels=levels, cmap="viridis", linewidths=0.8)
+    ax.clabel(lines, lines.levels[::3], fontsize=6, fmt="%.2g")
+    ax.set(title=f"{label}: 2-D loss surface", xlabel="α (direction 1)", ylabel="β (direction 2)", aspect="equal")
+
+
+def landscape_plot(results: Results, out: Path) -> list[Path]:
+    """``surfaces_1d``: 1-D curves (BN vs none; ResNet vs noshort) and the interpolations; ``surfaces_2d``:
+    one contour plot per net."""
+    found = surfaces(results, out)
+    labels = sorted(dict.fromkeys(label for label, _ in found), key=lambda n: (n.startswith("ResNet"), n))
+    fig, axes = plotting.figure(ncols=3)
+    for label in labels:
+        ax = axes[1] if label.startswith("ResNet") else axes[0]
+        if (label, "1d") in found:
+            _curve(ax, found[label, "1d"], label, "α along a filter-normalized direction")
+        if (label, "interpolation") in found:
+            _curve(axes[2], found[label, "interpolation"], label, "α: (1 − α)·θ₁ + α·θ₂ (running stats included)")
+    titles = ("(a) 1-D surface: BN vs none", "(b) 1-D surface: skip connections", "(c) interpolation between seeds")
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.legend(fontsize=7)
+    paths = plotting.save(fig, out, "surfaces_1d")
+    contours = [(label, found[label, "2d"][0]) for label in labels if (label, "2d") in found]
+    if contours:
+        fig, axes = plotting.figure(ncols=len(contours), width=3.6, height=3.6)
+        for ax, (label, grid) in zip(axes, contours, strict=True):
+            _contour(ax, grid, label)
+        paths += plotting.save(fig, out, "surfaces_2d")
+    return paths
+
+
+register(
+    Claim(
+        id="li2018-landscape",
+        title="Loss-surface plots: BN vs none, ResNet vs ResNet-noshort (figures only)",
+        paper="Li et al. 2018",
+        paper_figure="Fig. 1, 5 (filter-normalized 1-D/2-D surfaces, interpolation)",
+        criteria=landscape_criteria,
+        plot=landscape_plot,
+        experiments=("li2018-norm", "li2018-skip"),
+    )
+)

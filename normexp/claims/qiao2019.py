@@ -1,0 +1,84 @@
+"""Qiao et al. 2019 (arXiv 1903.10520), Weight Standardization and Batch-Channel Normalization: with one image per
+batch, GN + WS matches BN trained at a large batch, while BN collapses; BCN + WS does at least as well as GN + WS.
+Criteria: PAPERS.md §2 (2a–2c), judged on the ``batchsize`` grid (same images seen, lr linear in the batch).
+
+How the criteria's words are read (fixed before the grid was run): "accuracy" is the final test accuracy in
+percentage points, a cell's value its median over ≥ 3 seeds; "batch b" is b images per optimizer step, all of them
+sharing the norm's statistics (the literal batch-1 training that the authors replaced by a large optimizer batch
+for GN + WS; the test suite checks that the two compute the same thing for GN + WS); "at least 5 points below" is
+≤ BN@64 − 5, "≥ … minus 1 point" is ≥ BN@64 − 1, "GN+WS > GN" is strict, "BCN+WS ≥ GN+WS" is not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from normexp import plotting
+from normexp.claims import Check, Claim, Results, register
+from normexp.claims.batchsize import EXPERIMENT, describe, error_vs_batch, final_accuracy, median, save_table, table
+
+NORMS = ("bn", "gn", "gn+ws", "bcn+ws")
+LARGE = 64
+MATCH_MARGIN = 1.0
+COLLAPSE_MARGIN = 5.0
+
+
+def criteria(results: Results) -> list[Check]:
+    """2a: GN+WS@1 ≥ BN@64 − 1 and BN@1, BN@2 ≤ BN@64 − 5; 2b: GN+WS > GN at 1, 2, 64; 2c: BCN+WS ≥ GN+WS at 1, 2."""
+    final = final_accuracy(results.summary)
+    bn_large = median(final, "bn", LARGE)
+    checks = [
+        Check(
+            f"2a: GN+WS at batch 1 ≥ BN at batch {LARGE} − {MATCH_MARGIN:g} point",
+            median(final, "gn+ws", 1) >= bn_large - MATCH_MARGIN,
+            f"accuracy {describe(final, 'gn+ws', 1)} vs {describe(final, 'bn', LARGE)}",
+        )
+    ]
+    checks += [
+        Check(
+            f"2a: BN at batch {batch} ≥ {COLLAPSE_MARGIN:g} points below BN at batch {LARGE}",
+            median(final, "bn", batch) <= bn_large - COLLAPSE_MARGIN,
+            f"accuracy {describe(final, 'bn', batch)} vs {describe(final, 'bn', LARGE)}",
+        )
+        for batch in (1, 2)
+    ]
+    checks += [
+        Check(
+            f"2b: GN+WS > GN at batch {batch}",
+            median(final, "gn+ws", batch) > median(final, "gn", batch),
+            f"accuracy {describe(final, 'gn+ws', batch)} vs {describe(final, 'gn', batch)}",
+        )
+        for batch in (1, 2, LARGE)
+    ]
+    checks += [
+        Check(
+            f"2c: BCN+WS ≥ GN+WS at batch {batch}",
+            median(final, "bcn+ws", batch) >= median(final, "gn+ws", batch),
+            f"accuracy {describe(final, 'bcn+ws', batch)} vs {describe(final, 'gn+ws', batch)}",
+        )
+        for batch in (1, 2)
+    ]
+    return checks
+
+
+def plot(results: Results, out: Path) -> list[Path]:
+    """Test error against the batch size for BN, GN, GN+WS and BCN+WS, and the table of every cell."""
+    final = final_accuracy(results.summary)
+    fig, (ax,) = plotting.figure(width=5.0, height=3.6)
+    error_vs_batch(ax, final, NORMS)
+    ax.set_title("micro-batch training (Qiao et al. 2019)")
+    note = "Qiao et al.'s CIFAR tables could not be read (PAPERS.md §2): no paper numbers at this scale.\n\n"
+    return [*plotting.save(fig, out, "microbatch"), save_table(note + table(final, NORMS), out, "microbatch")]
+
+
+register(
+    Claim(
+        id="qiao2019-microbatch",
+        title="GN+WS at batch 1 matches BN at a large batch; BN collapses; BCN+WS at least as good",
+        paper="Qiao et al. 2019",
+        paper_figure="§2 micro-batch claims (2a–2c)",
+        criteria=criteria,
+        plot=plot,
+        experiments=(EXPERIMENT,),
+    )
+)

@@ -1,0 +1,283 @@
+"""Santurkar et al. 2018 (arXiv 1805.11604), "How does batch normalization help optimization?": BN smooths the loss
+landscape (Fig. 4), noisy BN still trains (Fig. 2), and BN does not reduce internal covariate shift (Fig. 5); and
+Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smooths it further, measured with the
+same instruments. Criteria: PAPERS.md §3 (3a–3f).
+
+Every criterion compares medians over seeds (n, median and min–max reported) of one number per run:
+
+* 3a–3c, 3f: the median over the run's probed steps of ``landscape/loss_range``, ``landscape/gpred_range`` (max −
+  min over the η grid) and ``landscape/beta`` (:mod:`normexp.probes.landscape`); "the first 20% of training" are
+  the probed steps ≤ 0.2 × the run's length.
+* 3e: per layer, the median over probed steps of ``ics/<layer>/l2`` and ``ics/<layer>/cos``
+  (:mod:`normexp.probes.ics`); the ℓ2 ratio BN/standard per layer, then its median over layers; the cosine's median
+  over layers. The first layer is left out: with no earlier layer, G′ = G in every net.
+* 3d: the final training accuracy (``final/train/acc``, measured in training mode, noise included). "Near chance"
+  reads as within 5 points of chance (10 classes), "clearly below standard" as at least 5 points below; a run
+  that diverged counts as ending at chance.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from normexp import plotting
+from normexp.analysis import curves, seed_stats
+from normexp.claims import Check, Claim, InsufficientData, Results, register
+
+NORM = "norm.name"
+LOSS_RANGE, GPRED_RANGE, BETA = "landscape/loss_range", "landscape/gpred_range", "landscape/beta"
+TRAIN_ACC = "final/train/acc"
+CHANCE = 0.1
+"""Chance accuracy: every dataset of these claims (Fashion-MNIST, CIFAR-10) has 10 classes."""
+POINTS = 0.05
+"""Five accuracy points."""
+
+
+def _runs_of(frame: pd.DataFrame, norm: str) -> pd.DataFrame:
+    """The rows of ``norm``'s runs, or :class:`InsufficientData`."""
+    if NORM not in frame or not (frame[NORM] == norm).any():
+        raise InsufficientData(f"no {norm!r} runs with the needed metrics in the stored results")
+    return frame[frame[NORM] == norm]
+
+
+def per_run_median(runs: pd.DataFrame, metric: str, until: int | None = None) -> pd.DataFrame:
+    """Per run (and norm), the median of ``metric`` over its probed steps (those ≤ ``until`` if given)."""
+    rows = runs[runs["metric"] == metric]
+    if until is not None:
+        rows = rows[rows["step"] <= until]
+    return rows.groupby(["run_id", NORM], as_index=False)["value"].median()
+
+
+def _describe(values: pd.Series) -> str:
+    stats = seed_stats(values)
+    return f"median {stats['median']:.4g} [{stats['min']:.4g}–{stats['max']:.4g}] (n={stats['n']})"
+
+
+def smaller_median(
+    runs: pd.DataFrame, metric: str, low: str, high: str, name: str, factor: float = 1.0, until: int | None = None
+) -> Check:
+    """Whether the median over ``low``'s runs of :func:`per_run_median` is ``factor`` times smaller than ``high``'s."""
+    per_run = per_run_median(runs, metric, until)
+    a, b = _runs_of(per_run, low)["value"], _runs_of(per_run, high)["value"]
+    ratio = a.median() / b.median() if b.median() else math.inf
+    measured = f"{low} {_describe(a)} vs {high} {_describe(b)}; ratio {ratio:.3g}"
+    return Check(name, bool(a.median() * factor < b.median()), measured)
+
+
+def smoothness_criteria(results: Results) -> list[Check]:
+    """3a–3c: loss range, gradient predictiveness and effective β smaller with BN; predictiveness ≥ 3× smaller early."""
+    runs = results.runs
+    early = int(0.2 * runs["step"].max())
+    return [
+        smaller_median(runs, LOSS_RANGE, "bn", "none", "3a: median loss range smaller with BN"),
+        smaller_median(runs, GPRED_RANGE, "bn", "none", "3b: median gradient-predictiveness range smaller with BN"),
+        smaller_median(runs, BETA, "bn", "none", "3c: median effective β smaller with BN"),
+        smaller_median(
+            runs,
+            GPRED_RANGE,
+            "bn",
+            "none",
+            f"3b: gradient predictiveness ≥ 3× smaller with BN in the first 20% (steps ≤ {early})",
+            factor=3.0,
+            until=early,
+        ),
+    ]
+
+
+def ws_criteria(results: Results) -> list[Check]:
+    """3f: with GN in both nets, WS lowers the median gradient predictiveness and effective β."""
+    runs = results.runs
+    return [
+        smaller_median(runs, GPRED_RANGE, "gn+ws", "gn", "3f: median gradient-predictiveness range smaller with WS"),
+        smaller_median(runs, BETA, "gn+ws", "gn", "3f: median effective β smaller with WS"),
+    ]
+
+
+def _ics_layers(runs: pd.DataFrame) -> list[str]:
+    """The layers the ICS probe measured, in the order the metrics appear."""
+    metrics = runs.loc[runs["metric"].str.startswith("ics/"), "metric"].drop_duplicates()
+    return list(dict.fromkeys(metric.split("/")[1] for metric in metrics))
+
+
+def _ics_by_layer(runs: pd.DataFrame, stat: str) -> pd.DataFrame:
+    """Per layer and norm, the median over seeds of each run's median ``ics/<layer>/<stat>`` over probed steps."""
+    frames = [
+        per_run_median(runs, f"ics/{layer}/{stat}").assign(layer=layer) for layer in _ics_layers(runs)[1:]
+    ]
+    if not frames:
+        raise InsufficientData("no ICS metrics beyond the first layer in the stored results")
+    return pd.concat(frames).groupby(["layer", NORM])["value"].median().unstack(NORM)
+
+
+def ics_criteria(results: Results) -> list[Check]:
+    """3e: BN does not have lower ICS than standard: ℓ2 ratio BN/standard ≥ 1, or BN's cosine ≤ standard's."""
+    l2, cos = _ics_by_layer(results.runs, "l2"), _ics_by_layer(results.runs, "cos")
+    if not {"bn", "none"} <= set(l2.columns):
+        raise InsufficientData("ICS metrics missing for bn or none")
+    ratio = float((l2["bn"] / l2["none"]).median())
+    cos_bn, cos_none = float(cos["bn"].median()), float(cos["none"].median())
+    measured = (
+        f"median over {len(l2)} layers: ‖G − G′‖ ratio BN/standard {ratio:.3g}; cos(G, G′) BN {cos_bn:.4f} vs "
+        f"standard {cos_none:.4f}"
+    )
+    return [Check("3e: BN does not have lower ICS than standard", ratio >= 1 or cos_bn <= cos_none, measured)]
+
+
+def _final_train_accuracy(summary: pd.DataFrame, norm: str) -> pd.Series:
+    """``norm``'s final training accuracies; a diverged run counts as chance."""
+    runs = _runs_of(summary, norm)
+    if TRAIN_ACC not in runs:
+        raise InsufficientData(f"no {TRAIN_ACC} in the stored summary")
+    return pd.Series(np.where(runs["status"] == "diverged", CHANCE, runs[TRAIN_ACC]), index=runs.index)
+
+
+def noisy_bn_criteria(results: Results) -> list[Check]:
+    """3d: noisy BN within 5 points of BN and above standard; standard + noise near chance or clearly below."""
+    acc = {norm: _final_train_accuracy(results.summary, norm) for norm in ("bn", "noisy_bn", "none", "noise")}
+    median = {norm: values.median() for norm, values in acc.items()}
+    describe = {norm: f"{norm} {_describe(values)}" for norm, values in acc.items()}
+    return [
+        Check(
+            "3d: noisy BN's final training accuracy within 5 points of BN",
+            bool(abs(median["noisy_bn"] - median["bn"]) <= POINTS),
+            f"{describe['noisy_bn']} vs {describe['bn']}",
+        ),
+        Check(
+            "3d: noisy BN above standard",
+            bool(median["noisy_bn"] > median["none"]),
+            f"{describe['noisy_bn']} vs {describe['none']}",
+        ),
+        Check(
+            "3d: standard + noise near chance or clearly below standard",
+            bool(median["noise"] <= CHANCE + POINTS or median["noise"] <= median["none"] - POINTS),
+            f"{describe['noise']} vs {describe['none']}, chance {CHANCE:g}",
+        ),
+    ]
+
+
+def _range_band(ax, runs: pd.DataFrame, metric: str, norm: str) -> None:
+    """The [min, max] interval of a line-search metric over η (medians over seeds) as a band, per step."""
+    low = curves(runs, f"{metric}_min", [NORM])
+    high = curves(runs, f"{metric}_max", [NORM])
+    low, high = low[low[NORM] == norm].sort_values("step"), high[high[NORM] == norm].sort_values("step")
+    color = plotting.norm_color(norm)
+    ax.fill_between(low["step"], low["median"], high["median"], color=color, alpha=0.35, linewidth=0, label=norm)
+    for edge in (low, high):
+        ax.plot(edge["step"], edge["median"], color=color, linewidth=0.6)
+
+
+def landscape_plot(results: Results, out: Path) -> list[Path]:
+    """Fig. 4: bands of the loss range and of gradient predictiveness over η, and effective β, over steps."""
+    fig, axes = plotting.figure(ncols=3)
+    runs = results.runs
+    norms = plotting.sorted_norms(runs.loc[runs["metric"] == BETA, NORM])
+    beta = curves(runs, BETA, [NORM])
+    for norm in norms:
+        _range_band(axes[0], runs, "landscape/loss", norm)
+        _range_band(axes[1], runs, "landscape/gpred", norm)
+        plotting.band(axes[2], beta[beta[NORM] == norm], norm, plotting.norm_color(norm))
+    axes[0].set(title="(a) loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
+    axes[1].set(
+        title="(b) gradient predictiveness", xlabel="step", ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η", yscale="log"
+    )
+    axes[2].set(title="(c) effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
+    for ax in axes:
+        ax.legend(title="norm")
+    return plotting.save(fig, out, "landscape")
+
+
+def ics_plot(results: Results, out: Path) -> list[Path]:
+    """Fig. 5: ‖G − G′‖₂ and cos(G, G′) over steps for two layers (the second and the last measured)."""
+    runs = results.runs
+    layers = _ics_layers(runs)
+    shown = [layers[1], layers[-1]] if len(layers) > 2 else layers[-1:]
+    fig, axes = plotting.figure(ncols=2, nrows=len(shown))
+    for row, layer in enumerate(shown):
+        for col, (stat, label, scale) in enumerate((("l2", "‖G − G′‖₂", "log"), ("cos", "cos(G, G′)", "linear"))):
+            ax = axes[2 * row + col]
+            frame = curves(runs, f"ics/{layer}/{stat}", [NORM])
+            for norm in plotting.sorted_norms(frame[NORM]):
+                plotting.band(ax, frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
+            ax.set(title=f"{layer}: {label}", xlabel="step", ylabel=label, yscale=scale)
+            ax.legend(title="norm")
+    return plotting.save(fig, out, "ics")
+
+
+def _activation_modules(runs: pd.DataFrame) -> list[str]:
+    metrics = runs.loc[runs["metric"].str.startswith("act/") & runs["metric"].str.endswith("/mean"), "metric"]
+    return list(dict.fromkeys(metric[len("act/") : -len("/mean")] for metric in metrics))
+
+
+def noisy_bn_plot(results: Results, out: Path) -> list[Path]:
+    """Fig. 2: training accuracy per net, and per tracked layer and net the unit's mean ± std over steps."""
+    runs = results.runs
+    norms = plotting.sorted_norms(runs[NORM])
+    modules = _activation_modules(runs)
+    fig, axes = plotting.figure(ncols=len(norms), nrows=1 + len(modules), height=2.8)
+    for i, metric in enumerate(("train/acc", "test/acc")):
+        frame = curves(runs, metric, [NORM])
+        for norm in norms:
+            plotting.band(axes[i], frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
+        axes[i].set(title=metric.replace("/", " "), xlabel="step", ylabel="accuracy", ylim=(0, 1))
+        axes[i].legend(title="norm", fontsize=6)
+    for ax in axes[2 : len(norms)]:
+        ax.axis("off")
+    for row, module in enumerate(modules, start=1):
+        mean, var = curves(runs, f"act/{module}/mean", [NORM]), curves(runs, f"act/{module}/var", [NORM])
+        for col, norm in enumerate(norms):
+            ax = axes[row * len(norms) + col]
+            m = mean[mean[NORM] == norm].sort_values("step")
+            std = np.sqrt(var[var[NORM] == norm].sort_values("step")["median"].to_numpy())
+            color = plotting.norm_color(norm)
+            ax.plot(m["step"], m["median"], color=color)
+            ax.fill_between(m["step"], m["median"] - std, m["median"] + std, color=color, alpha=0.3, linewidth=0)
+            ax.set(title=f"{norm}: {module} unit mean ± std", xlabel="step", ylabel="activation")
+    return plotting.save(fig, out, "noisy_bn")
+
+
+register(
+    Claim(
+        id="santurkar2018-smoothness",
+        title="BN smooths the loss landscape: smaller loss range, gradient change and effective β",
+        paper="Santurkar et al. 2018",
+        paper_figure="Fig. 4 (3a–3c)",
+        criteria=smoothness_criteria,
+        plot=landscape_plot,
+        experiments=("santurkar2018-vgg",),
+    )
+)
+register(
+    Claim(
+        id="santurkar2018-noisy-bn",
+        title="BN with injected distributional noise still trains; the same noise breaks the standard net",
+        paper="Santurkar et al. 2018",
+        paper_figure="Fig. 2, 7 (3d)",
+        criteria=noisy_bn_criteria,
+        plot=noisy_bn_plot,
+    )
+)
+register(
+    Claim(
+        id="santurkar2018-ics",
+        title="BN does not reduce internal covariate shift",
+        paper="Santurkar et al. 2018",
+        paper_figure="Fig. 5 (3e)",
+        criteria=ics_criteria,
+        plot=ics_plot,
+        experiments=("santurkar2018-vgg",),
+    )
+)
+register(
+    Claim(
+        id="qiao2019-ws-smoothness",
+        title="Weight Standardization smooths the landscape further (GN vs GN+WS)",
+        paper="Qiao et al. 2019",
+        paper_figure="§3 (3f)",
+        criteria=ws_criteria,
+        plot=landscape_plot,
+    )
+)

@@ -1,0 +1,89 @@
+"""Wu & He 2018 (arXiv 1803.08494), Group Normalization, Fig. 1 / Table 3: as the batch per GPU shrinks from 32
+to 2, BN's error rises steeply while GN's stays flat. Criteria: PAPERS.md §2 (2d), judged on the ``batchsize`` grid
+(same images seen, lr linear in the batch, as the paper's lr = 0.1·N/32).
+
+How the criteria's words are read (fixed before the grid was run): "error" is the final test error in percentage
+points, a cell's value its median over ≥ 3 seeds; GN's "spread" is the max minus the min of its cell medians over
+batch {32, 16, 8, 4, 2}; BN's error "rises as batch shrinks" when its median never falls from one batch to the next
+smaller one (32 → 16 → 8 → 4 → 2); the gap criterion is strict.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+from normexp import plotting
+from normexp.claims import Check, Claim, Results, register
+from normexp.claims.batchsize import EXPERIMENT, describe, error_vs_batch, final_accuracy, median, save_table, table
+
+BATCHES = (32, 16, 8, 4, 2)
+"""Wu & He's images per GPU, largest first."""
+FLAT = 1.0
+GAP = 3.0
+PAPER_ERROR = {
+    "BN, Wu & He (ImageNet ResNet-50)": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
+    "GN, Wu & He (ImageNet ResNet-50)": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
+}
+"""Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (PAPERS.md §2)."""
+
+
+def criteria(results: Results) -> list[Check]:
+    """2d: GN's error spread < 1 point; BN's error never falls as the batch shrinks; BN's rise from 32 to 2 exceeds
+    GN's by more than 3 points."""
+    final = final_accuracy(results.summary)
+    gn = {batch: median(final, "gn", batch, "error") for batch in BATCHES}
+    bn = {batch: median(final, "bn", batch, "error") for batch in BATCHES}
+    spread = max(gn.values()) - min(gn.values())
+    bn_rise, gn_rise = bn[2] - bn[32], gn[2] - gn[32]
+    return [
+        Check(
+            f"2d: GN's error spread over batch {list(BATCHES)} < {FLAT:g} point",
+            spread < FLAT,
+            f"spread {spread:.2f}; " + "; ".join(describe(final, "gn", b, "error") for b in BATCHES),
+        ),
+        Check(
+            f"2d: BN's error rises as the batch shrinks ({' → '.join(map(str, BATCHES))})",
+            all(bn[larger] <= bn[smaller] for larger, smaller in itertools.pairwise(BATCHES)),
+            "; ".join(describe(final, "bn", b, "error") for b in BATCHES),
+        ),
+        Check(
+            f"2d: error(BN@2) − error(BN@32) exceeds error(GN@2) − error(GN@32) by > {GAP:g} points",
+            bn_rise - gn_rise > GAP,
+            f"BN rises {bn_rise:.2f}, GN {gn_rise:.2f}: difference {bn_rise - gn_rise:.2f}",
+        ),
+    ]
+
+
+def plot(results: Results, out: Path) -> list[Path]:
+    """Our error against the batch for BN and GN beside Wu & He's ImageNet numbers, and the table of every cell."""
+    final = final_accuracy(results.summary)
+    fig, (ours, theirs) = plotting.figure(ncols=2, width=4.6, height=3.6)
+    error_vs_batch(ours, final, ("bn", "gn"))
+    ours.set_title("ours")
+    for label, row in PAPER_ERROR.items():
+        norm = label.split(",")[0].lower()
+        batches = sorted(row)
+        theirs.plot(batches, [row[b] for b in batches], marker="o", color=plotting.norm_color(norm), label=norm)
+    theirs.set_xscale("log", base=2)
+    theirs.set_xticks(sorted(BATCHES), [str(b) for b in sorted(BATCHES)])
+    theirs.set(title="Wu & He 2018, ImageNet ResNet-50", xlabel="images per GPU", ylabel="top-1 error (%)")
+    theirs.legend(title="norm")
+    text = (
+        "Wu & He's rows are ImageNet ResNet-50 (a different scale): the shape of the trend compares, the values do "
+        "not.\n\n" + table(final, ("bn", "gn"), PAPER_ERROR)
+    )
+    return [*plotting.save(fig, out, "batchsize"), save_table(text, out, "batchsize")]
+
+
+register(
+    Claim(
+        id="wu2018-batchsize",
+        title="BN's error rises as the batch per GPU shrinks; GN's stays flat",
+        paper="Wu & He 2018",
+        paper_figure="Fig. 1, Table 3 (2d)",
+        criteria=criteria,
+        plot=plot,
+        experiments=(EXPERIMENT,),
+    )
+)

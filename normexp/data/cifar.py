@@ -1,0 +1,126 @@
+"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009) through torchvision, and the standard augmentation as one batched op.
+
+The files are torchvision's: the python pickles of the official archives (``cifar-10-batches-py/`` or
+``cifar-100-python/``) under ``data.root``; ``data.download: true`` fetches them with torchvision. torchvision
+checks every file's md5 against the official archive's on each load, so an offline copy of the official files loads
+and altered or truncated files are refused (as a :class:`~normexp.errors.DataError` here).
+
+Images become float32 ``(N, 3, 32, 32)``, standardized per channel with the training set's mean and std. With
+``data.augment: true`` training batches get the augmentation of He et al. 2016 (§4.2), the standard for CIFAR:
+4 pixels of zero padding on each side, a random 32×32 crop, and a horizontal flip with probability 1/2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision import datasets
+
+from normexp.data.splits import Splits
+from normexp.errors import DataError
+
+PADDING = 4
+"""Pixels of padding before the random crop (He et al. 2016, §4.2)."""
+
+
+@dataclass(frozen=True)
+class CifarSource:
+    """A torchvision CIFAR class and its number of classes."""
+
+    description: str
+    torchvision_class: type[datasets.CIFAR10]
+    num_classes: int
+
+    @property
+    def files(self) -> list[str]:
+        """The pickles torchvision reads, relative to ``data.root``."""
+        cls = self.torchvision_class
+        names = [name for name, _md5 in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+        return [f"{cls.base_folder}/{name}" for name in names]
+
+
+CIFAR_SOURCES: dict[str, CifarSource] = {
+    "cifar10": CifarSource("CIFAR-10, 50k/10k 32×32 colour images, 10 classes", datasets.CIFAR10, 10),
+    "cifar100": CifarSource("CIFAR-100, 50k/10k 32×32 colour images, 100 classes", datasets.CIFAR100, 100),
+}
+
+FIX = "set data.download=true on a machine with internet, or point data.root (or NORMEXP_DATA) at a folder holding it"
+
+
+def check_cifar(cfg: Any) -> None:
+    """Raise a :class:`DataError` naming the missing files when ``cfg.name`` is neither present nor downloadable."""
+    if cfg.download:
+        return
+    root = Path(cfg.root).expanduser()
+    missing = [name for name in CIFAR_SOURCES[cfg.name].files if not (root / name).exists()]
+    if missing:
+        raise DataError(f"{cfg.name} not found: {', '.join(missing)} missing in {root}.", fix=FIX)
+
+
+def load_cifar(cfg: Any) -> Splits:
+    """``cfg.name`` as standardized float tensors ``(N, 3, 32, 32)``, with pad-crop-flip when ``cfg.augment``."""
+    source = CIFAR_SOURCES[cfg.name]
+    check_cifar(cfg)
+    root = str(Path(cfg.root).expanduser())
+    try:
+        train, test = (source.torchvision_class(root, train=t, download=cfg.download) for t in (True, False))
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DataError(
+            f"could not read {cfg.name} from {root}: {error} (torchvision checks each file's md5).", fix=FIX
+        ) from None
+    train_x, test_x = _channels_first(train.data), _channels_first(test.data)
+    mean, std = train_x.mean((0, 2, 3)), train_x.std((0, 2, 3))
+    augment = partial(pad_crop_flip, padding=PADDING, fill=(-mean / std).tolist()) if cfg.augment else None
+    return Splits(
+        _standardize(train_x, mean, std),
+        torch.as_tensor(train.targets),
+        _standardize(test_x, mean, std),
+        torch.as_tensor(test.targets),
+        source.num_classes,
+        augment,
+    )
+
+
+def _channels_first(images: np.ndarray) -> torch.Tensor:
+    """torchvision's uint8 ``(N, H, W, C)`` array as floats in [0, 1], ``(N, C, H, W)``."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _standardize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)).contiguous()
+
+
+def pad_crop_flip(images: torch.Tensor, padding: int, fill: list[float]) -> torch.Tensor:
+    """Each image of ``(N, C, H, W)`` padded by ``padding`` pixels of ``fill`` (one value per channel), cropped back
+    to H×W at a random offset and flipped left-right with probability 1/2: torchvision's
+    ``RandomCrop(H, padding)`` then ``RandomHorizontalFlip()`` for a whole batch in one gather, on its device.
+
+    Offsets and flips come from torch's global RNG on the batch's device (seeded by the run, saved by checkpoints).
+    ``fill`` is the padding value per channel: zero (black) pixels after standardization, ``−mean/std``.
+    """
+    n = len(images)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device)
+    flips = torch.rand(n, device=images.device) < 0.5
+    return crop_flip(images, padding, fill, offsets[0], offsets[1], flips)
+
+
+def crop_flip(
+    images: torch.Tensor, padding: int, fill: list[float], top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor
+) -> torch.Tensor:
+    """The deterministic part of :func:`pad_crop_flip`: per image, the H×W window at (``top``, ``left``) of the padded
+    image, its columns reversed where ``flip``."""
+    n, channels, height, width = images.shape
+    fill_values = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, channels, 1, 1)
+    padded = fill_values.expand(n, channels, height + 2 * padding, width + 2 * padding).clone()
+    padded[:, :, padding : padding + height, padding : padding + width] = images
+    rows = top[:, None] + torch.arange(height, device=images.device)  # (N, H)
+    columns = left[:, None] + torch.arange(width, device=images.device)  # (N, W)
+    columns = torch.where(flip[:, None], columns.flip(1), columns)  # a flipped crop reads its columns backwards
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(channels, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows[:, None, :, None], columns[:, None, None, :]]

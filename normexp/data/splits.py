@@ -1,0 +1,36 @@
+"""The in-memory train/test tensors every dataset loads into."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+
+@dataclass
+class Splits:
+    """A dataset's train and test tensors; ``x`` is float, ``y`` holds class indices.
+
+    ``augment``, when set, maps a batch of training inputs to an augmented batch on the same device (e.g. CIFAR's
+    pad-crop-flip, :func:`normexp.data.cifar.pad_crop_flip`); the runner applies it to training batches only, after
+    indexing. It draws from torch's global RNG of the batch's device, so the run's seed fixes it and a checkpoint's
+    RNG states resume it.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample."""
+        return tuple(self.train_x.shape[1:])
+
+    def to(self, device: torch.device) -> Splits:
+        """The same splits on ``device`` (data resident there: no loader between the data and the model)."""
+        tensors = ("train_x", "train_y", "test_x", "test_y")
+        return replace(self, **{name: getattr(self, name).to(device) for name in tensors})
