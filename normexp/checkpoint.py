@@ -68,17 +68,34 @@ def load(path: Path, device: torch.device) -> dict[str, Any]:
     return state
 
 
-@contextmanager
-def preemption_flag() -> Iterator[threading.Event]:
-    """An event set when a preemption signal arrives, so the loop can checkpoint at the next step boundary.
+class Preemption(threading.Event):
+    """Set when a preemption signal arrives; remembers which one, to hand it on once the checkpoint is saved."""
 
-    Outside the main thread (where Python cannot install handlers) the event is never set.
+    signal: int | None = None
+
+    def forward(self) -> None:
+        """Deliver the caught signal again to the handler that was installed before (the default handler ends the
+        process; submitit's requeues the job, which then resumes from the checkpoint)."""
+        if self.signal is not None:
+            signal.raise_signal(self.signal)
+
+
+@contextmanager
+def preemption_flag() -> Iterator[Preemption]:
+    """A :class:`Preemption` set when SIGTERM/SIGUSR1 arrives, so the loop checkpoints at the next step boundary.
+
+    Outside the main thread (where Python cannot install handlers) it is never set.
     """
-    event = threading.Event()
+    event = Preemption()
     if threading.current_thread() is not threading.main_thread():
         yield event
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: event.set()) for sig in PREEMPTION_SIGNALS}
+
+    def catch(signum: int, frame: object) -> None:
+        event.signal = signum
+        event.set()
+
+    previous = {sig: signal.signal(sig, catch) for sig in PREEMPTION_SIGNALS}
     try:
         yield event
     finally:

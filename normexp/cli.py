@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,8 +26,8 @@ SCALES = ("smoke", "cpu", "paper")
 def cmd_run(args: argparse.Namespace) -> int:
     """Train one run, or a grid with ``-m``."""
     overrides = list(args.overrides)
-    if HYDRA_FLAGS & set(overrides):
-        sweep.call_hydra((["--multirun"] if args.multirun else []) + overrides)
+    if HYDRA_FLAGS & set(overrides):  # inspection (--cfg, --info, --help): Hydra answers, nothing runs
+        sweep.call_hydra(overrides)
         return 0
     return sweep.report(sweep.launch(overrides, args.multirun))
 
@@ -109,6 +110,17 @@ def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     )
 
 
+def cmd_sync(args: argparse.Namespace) -> int:
+    """Upload the offline W&B runs under the output folder (``wandb sync``)."""
+    offline = sorted(Path(args.out_dir).glob("**/wandb/offline-run-*"))
+    print(f"{len(offline)} offline W&B run(s) under {args.out_dir}")
+    for folder in offline:
+        print(f"  {folder}")
+    if offline and not args.dry_run:
+        return subprocess.run(["wandb", "sync", *map(str, offline)], check=False).returncode
+    return 0
+
+
 def _first_line(obj: object) -> str:
     return (inspect.getdoc(obj) or "").split("\n")[0]
 
@@ -164,6 +176,11 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     ver.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     claims_command("figures", cmd_figures, "redraw claims' figures from stored results only")
+
+    syn = sub.add_parser("sync", help="upload offline W&B runs (wandb sync)")
+    syn.add_argument("--out-dir", default="runs", help="where run folders are")
+    syn.add_argument("--dry-run", action="store_true", help="list the offline runs only")
+    syn.set_defaults(func=cmd_sync)
 
     lst = sub.add_parser("list", help="list claims, experiments, norms, models, datasets, probes")
     lst.add_argument(

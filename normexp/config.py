@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,8 @@ class TrainConfig:
     eval_batch_size: int = 1000
     progress: bool = True  # tqdm bar with loss, accuracy and steps/s
     diverge_loss: float = 1.0e4  # a training loss above this (or NaN/inf) ends the run as `diverged`
-    checkpoint_every: int = (
-        1000  # steps between checkpoints (also saved at the end and on SIGTERM/SIGUSR1); 0: those only
-    )
+    target_acc: float | None = None  # summary's steps_to_target: first evaluation with test/acc >= this
+    checkpoint_every: int = 1000  # steps between checkpoints, also saved at the end and on SIGTERM/SIGUSR1
 
 
 @dataclass
@@ -92,6 +92,8 @@ class NormexpConfig:
     seed: int = 0
     out_dir: str = "runs"
     device: str = "auto"
+    launcher_name: str = "basic"  # basic | joblib | slurm | submitit_local (configs/launcher/)
+    gpus: int = 0  # GPUs the launcher spreads runs over (joblib: one worker pinned to each)
     deterministic: bool = False  # torch.use_deterministic_algorithms on GPU (slower); CPU runs are deterministic anyway
     threads: int | None = 1  # torch CPU threads per run; None: torch's default (all cores)
     resume: str = "auto"  # auto: continue an unfinished run from its checkpoint; never: start it again
@@ -110,11 +112,17 @@ def run_name(override_dirname: str, seed: int) -> str:
     return ",".join(part for part in (override_dirname, f"seed={seed}") if part)
 
 
+def workers(gpus: int) -> int:
+    """Parallel local workers: one per GPU, or one per CPU core without GPUs."""
+    return gpus if gpus > 0 else os.cpu_count() or 1
+
+
 def register() -> None:
-    """Register the schema and the ``run_name`` resolver; idempotent, called on import of the CLI."""
+    """Register the schema and the resolvers (``run_name``, ``workers``); idempotent."""
     ConfigStore.instance().store(name="normexp_schema", node=NormexpConfig)
-    if not OmegaConf.has_resolver("run_name"):
-        OmegaConf.register_new_resolver("run_name", run_name)
+    for name, resolver in (("run_name", run_name), ("workers", workers)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)
 
 
 def compose_config(overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
@@ -221,3 +229,6 @@ def _check_choice(group: str, name: Any, choices: Any) -> None:
             choices=sorted(choices),
             fix=f"set {group}=<one of the choices> (files in configs/{group}/)",
         )
+
+
+register()  # resolvers must exist in every process that resolves a config, launcher workers included

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -95,6 +94,10 @@ class Diverged(Exception):
 class Interrupted(Exception):
     """A preemption signal arrived; the run was checkpointed and can resume."""
 
+    def __init__(self, message: str, preemption: checkpoint.Preemption) -> None:
+        super().__init__(message)
+        self.preemption = preemption
+
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``run_dir`` and return its summary (also in ``summary.json``)."""
@@ -122,14 +125,14 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / METRICS_LOG).unlink(missing_ok=True)
     loop.log = MetricsLog(run_dir)
     loop.tracker = tracking.build(resolved_config(cfg), run_dir)
-    status, error = "completed", None
+    status, error, interrupted = "completed", None, None
     try:
         with checkpoint.preemption_flag() as preempted:
             loop.run(lambda: checkpoint.save(saved, loop.state_dict()), preempted)
     except Diverged as why:
         status, error = "diverged", str(why)
     except Interrupted as why:
-        status, error = "interrupted", str(why)
+        status, error, interrupted = "interrupted", str(why), why
     except Exception as why:
         status, error = "failed", f"{type(why).__name__}: {why}"
         raise
@@ -148,11 +151,26 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
             "wall_time_s": loop.elapsed,
             "steps_per_s": loop.trained_steps / loop.elapsed if loop.elapsed > 0 else None,
             "final": loop.last_metrics,
+            "best": loop.best,
+            "steps_to_target": loop.steps_to_target,
             **environment(device),
         }
         write_json(run_dir / SUMMARY_FILE, summary)
-        loop.tracker.finish({"status": status, "steps": loop.step, **loop.last_metrics})
+        loop.tracker.finish(tracker_summary(summary))
+    if interrupted is not None:
+        raise interrupted
     return summary
+
+
+def tracker_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary metrics a tracker shows per run: status, diverged, steps, final/*, best/*, steps to target."""
+    flat = {f"final/{k}": v for k, v in summary["final"].items()} | {f"best/{k}": v for k, v in summary["best"].items()}
+    keys = ("status", "steps", "steps_to_target", "wall_time_s", "steps_per_s")
+    return {key: summary[key] for key in keys} | {"diverged": summary["status"] == "diverged"} | flat
+
+
+BEST = {"test/acc": max, "test/loss": min}
+"""Metrics whose best value over training is kept, and what "best" means for each."""
 
 
 class _Loop:
@@ -166,10 +184,12 @@ class _Loop:
         self.step = self.trained_steps = 0
         self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
         self.last_metrics: dict[str, float] = {}
+        self.best: dict[str, float] = {}
+        self.steps_to_target: int | None = None  # first evaluation step with test/acc >= train.target_acc
         device = splits.train_x.device
         self._loss_sum, self._correct, self._seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
 
-    def run(self, save_checkpoint, preempted: threading.Event) -> None:
+    def run(self, save_checkpoint, preempted: checkpoint.Preemption) -> None:
         """Evaluate at step 0 (unless resuming), then train up to ``train.steps`` steps."""
         cfg = self.cfg
         bar = tqdm(
@@ -194,7 +214,7 @@ class _Loop:
                 if last or preempted.is_set() or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
                     save_checkpoint()
                 if preempted.is_set() and not last:
-                    raise Interrupted(f"preemption signal at step {self.step}; checkpoint saved")
+                    raise Interrupted(f"preemption signal at step {self.step}; checkpoint saved", preempted)
 
     def _train_step(self) -> None:
         """One optimizer step over ``accumulate`` draws of ``batch_size`` samples, forwarded ``norm_batch`` at a time
@@ -251,7 +271,13 @@ class _Loop:
         step = self.step if step is None else step
         self.log.write(step, metrics)
         self.tracker.log(metrics, step)
-        self.last_metrics |= {k: v for k, v in metrics.items() if math.isfinite(v)}
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        self.last_metrics |= finite
+        for name in BEST.keys() & finite.keys():
+            self.best[name] = BEST[name](self.best.get(name, finite[name]), finite[name])
+        target = self.cfg.target_acc
+        if target is not None and self.steps_to_target is None and finite.get("test/acc", -math.inf) >= target:
+            self.steps_to_target = step
         if bar is not None and "train/loss" in self.last_metrics:
             bar.set_postfix(
                 loss=f"{self.last_metrics['train/loss']:.3f}", acc=f"{self.last_metrics.get('test/acc', 0):.3f}"
@@ -269,6 +295,8 @@ class _Loop:
             "probes": [probe.state_dict() for probe in self.probes],
             "accumulated": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen},
             "last_metrics": self.last_metrics,
+            "best": self.best,
+            "steps_to_target": self.steps_to_target,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -284,5 +312,6 @@ class _Loop:
         self._loss_sum.copy_(accumulated["loss_sum"])
         self._correct.copy_(accumulated["correct"])
         self._seen = accumulated["seen"]
-        self.last_metrics = dict(state["last_metrics"])
+        self.last_metrics, self.best = dict(state["last_metrics"]), dict(state["best"])
+        self.steps_to_target = state["steps_to_target"]
         norms.set_global_step(self.model, self.step)

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+import threading
+import time
 import traceback
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,11 +20,12 @@ from typing import Any
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
+from normexp.devices import pin_worker_gpu
 from normexp.errors import ConfigError, UserError
-from normexp.rundir import SUMMARY_FILE, is_finished, read_summary, write_json
+from normexp.rundir import FINAL_STATUSES, SUMMARY_FILE, is_finished, read_summary, write_json
 
 
 @dataclass(frozen=True)
@@ -78,14 +82,20 @@ def _check_writable(jobs: list[Job]) -> None:
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
     """Hydra's task function: train one run into its folder unless it is finished; never raise."""
-    from normexp.runner import train
+    from normexp.runner import Interrupted, train
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if is_finished(run_dir):
         print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
         return read_summary(run_dir)
+    pin_worker_gpu(cfg.gpus if cfg.launcher_name == "joblib" else 0)
     try:
-        summary = train(cfg, run_dir)
+        return train(cfg, run_dir)
+    except Interrupted as preempted:  # checkpointed: hand the signal on (default: stop; submitit: requeue)
+        print(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
+        sys.stderr.flush()
+        preempted.preemption.forward()
+        raise SystemExit(1) from None
     except Exception as error:
         summary = read_summary(run_dir) or {}
         message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
@@ -94,9 +104,6 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         write_json(run_dir / SUMMARY_FILE, summary)
         print(f"run {run_dir} failed: {message}", file=sys.stderr)
         return summary
-    if summary["status"] == "interrupted":  # preempted: stop the whole launch; relaunching resumes
-        raise SystemExit(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume")
-    return summary
 
 
 def _hydra_entry(cfg: DictConfig) -> None:
@@ -123,8 +130,57 @@ def launch(overrides: list[str], multirun: bool) -> list[Job]:
     pending = [job for job in jobs if not is_finished(job.run_dir)]
     print(f"{len(jobs)} run(s), {len(jobs) - len(pending)} already finished, {len(pending)} to run")
     if pending:
-        call_hydra((["--multirun"] if multirun else []) + overrides)
+        with SweepProgress(pending) if multirun else nullcontext():
+            call_hydra((["--multirun"] if multirun else []) + overrides)
     return jobs
+
+
+class SweepProgress(threading.Thread):
+    """A sweep-level progress line (done, running, failed, ETA), printed whenever it changes, whatever the launcher:
+    it watches the runs' folders rather than the launcher."""
+
+    def __init__(self, jobs: list[Job], every_s: float = 2.0) -> None:
+        super().__init__(daemon=True)
+        self.jobs, self.every_s, self._stop_event = jobs, every_s, threading.Event()
+        self._t0, self._last = time.monotonic(), ""
+
+    def __enter__(self) -> SweepProgress:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop_event.set()
+        self.join()
+        self.report()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every_s):
+            self.report()
+
+    def report(self) -> None:
+        """Print the line if it changed since the last time."""
+        states = [self._state(job.run_dir) for job in self.jobs]
+        done = sum(s in FINAL_STATUSES for s in states)
+        failed, running = states.count("failed"), states.count("running")
+        elapsed = time.monotonic() - self._t0
+        remaining = len(states) - done - failed
+        eta = f", ETA {_duration(elapsed / (done + failed) * remaining)}" if done + failed and remaining else ""
+        line = f"[sweep] {done + failed}/{len(states)} done ({failed} failed), {running} running{eta}"
+        if line != self._last:
+            print(line, file=sys.stderr, flush=True)
+            self._last = line
+
+    @staticmethod
+    def _state(run_dir: Path) -> str:
+        summary = read_summary(run_dir)
+        if summary is not None:
+            return summary["status"]
+        return "running" if (run_dir / "metrics.jsonl").exists() else "pending"
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"
 
 
 def report(jobs: list[Job]) -> int:
@@ -139,10 +195,3 @@ def report(jobs: list[Job]) -> int:
         error = (read_summary(job.run_dir) or {}).get("error", "no summary written")
         print(f"  failed: {job.run_dir}: {error}", file=sys.stderr)
     return 1 if failed else 0
-
-
-def resolved(cfg: DictConfig) -> dict[str, Any]:
-    """A job's config without Hydra's own node, resolved."""
-    container = OmegaConf.to_container(cfg, resolve=False)
-    container.pop("hydra", None)
-    return OmegaConf.to_container(OmegaConf.create(container), resolve=True)

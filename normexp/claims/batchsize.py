@@ -18,7 +18,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from normexp import plotting
-from normexp.analysis import aggregate, seed_stats
+from normexp.analysis import aggregate
 from normexp.claims import InsufficientData
 from normexp.rundir import atomic_write
 
@@ -61,11 +61,13 @@ def median(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> fl
 def describe(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> str:
     """``norm@batch median [min–max] (n=…)`` of ``value``, plus the number of diverged runs if any."""
     runs = cell(final, norm, batch)
-    stats = seed_stats(runs[value])
     diverged = int((runs["status"] == "diverged").sum())
-    return f"{norm}@{batch} {stats['median']:.2f} [{stats['min']:.2f}–{stats['max']:.2f}] (n={stats['n']}" + (
-        f", {diverged} diverged)" if diverged else ")"
-    )
+    return f"{norm}@{batch} {_spread(runs[value], 2)} (n={len(runs)}" + (f", {diverged} diverged)" if diverged else ")")
+
+
+def _spread(values: pd.Series, digits: int) -> str:
+    """``median [min–max]`` of a cell's values."""
+    return f"{values.median():.{digits}f} [{values.min():.{digits}f}–{values.max():.{digits}f}]"
 
 
 def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> None:
@@ -73,13 +75,9 @@ def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> Non
     finished = final[np.isfinite(final["error"])]
     cells = aggregate(finished, [NORM, BATCH], "error")
     for norm in plotting.sorted_norms(set(norms) & set(cells[NORM])):
-        plotting.band(ax, cells[cells[NORM] == norm], norm, plotting.norm_color(norm), x=BATCH)
-        ax.scatter(
-            cells[cells[NORM] == norm][BATCH],
-            cells[cells[NORM] == norm]["median"],
-            s=12,
-            color=plotting.norm_color(norm),
-        )
+        norm_cells, color = cells[cells[NORM] == norm], plotting.norm_color(norm)
+        plotting.band(ax, norm_cells, norm, color, x=BATCH)
+        ax.scatter(norm_cells[BATCH], norm_cells["median"], s=12, color=color)
     batches = sorted(cells[BATCH].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(batches, [str(b) for b in batches])
@@ -107,10 +105,7 @@ def table(final: pd.DataFrame, norms: Sequence[str], paper: dict[str, dict[int, 
 
 def _error_entry(final: pd.DataFrame, norm: str, batch: int) -> str:
     runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
-    if runs.empty:
-        return ""
-    stats = seed_stats(runs["error"])
-    return f"{stats['median']:.1f} [{stats['min']:.1f}–{stats['max']:.1f}]"
+    return _spread(runs["error"], 1) if not runs.empty else ""
 
 
 def _time_entry(final: pd.DataFrame, norm: str, batch: int) -> str:

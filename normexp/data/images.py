@@ -76,7 +76,9 @@ def ensure_available(cfg: Any) -> None:
             f"{', '.join(source.offline_dirs) or 'no offline location'}.",
             fix=source.install_hint + ", or point data.root (or NORMEXP_DATA) at a folder that holds it",
         )
-    for name, count in zip(IDX_FILES, (source.sizes[0], source.sizes[0], source.sizes[1], source.sizes[1]), strict=True):
+    for name, count in zip(
+        IDX_FILES, (source.sizes[0], source.sizes[0], source.sizes[1], source.sizes[1]), strict=True
+    ):
         _check_idx(raw / name, count, source)
 
 

@@ -270,7 +270,7 @@ def _check(cfg: Any) -> None:
 
 
 def build_transformer_lm(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> TransformerLM:
-    """The decoder-only LM of ``configs/model/transformer_lm.yaml`` for windows of ``input_shape = (T,)`` tokens."""
+    """Decoder-only Transformer LM (Post-LN or Pre-LN) for windows of ``input_shape = (T,)`` tokens."""
     _check(cfg)
     (length,) = input_shape
     return TransformerLM(cfg, norm, num_classes, length)
@@ -279,7 +279,7 @@ def build_transformer_lm(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...],
 def build_transformer_seq2seq(
     cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int
 ) -> TransformerSeq2Seq:
-    """The translation model for (source, target) pairs of ``input_shape = (2, L)`` tokens."""
+    """Encoder-decoder Transformer (Post-LN or Pre-LN) for (source, target) pairs of ``input_shape = (2, L)``."""
     _check(cfg)
     _, length = input_shape
     return TransformerSeq2Seq(cfg, norm, num_classes, length, pad_id=PAD)

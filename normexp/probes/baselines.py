@@ -15,8 +15,11 @@ from normexp.probes.base import Probe
 
 
 class UnigramLoss(Probe):
-    """``probe/unigram_loss``: the test cross-entropy, in nats per token, of the training targets' token frequencies
-    (add-one smoothed, so a token unseen in training costs a finite loss; padding left out). Recorded at step 0."""
+    """The unigram plateau ``probe/unigram_loss``, recorded at step 0.
+
+    The test cross-entropy, in nats per token, of the training targets' token frequencies (add-one smoothed, so a
+    token unseen in training costs a finite loss; padding left out).
+    """
 
     def __init__(self, model: nn.Module, splits: Splits) -> None:
         train, test = splits.train_y.flatten(), splits.test_y.flatten()

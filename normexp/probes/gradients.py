@@ -18,8 +18,10 @@ from normexp.probes.base import Probe
 
 
 class GradientNorms(Probe):
-    """Per weight matching ``weights`` (a regex on parameter names, in registration order: layer 0 is the first),
-    over ``batches`` training mini-batches of ``batch_size`` samples at initialization:
+    """Gradient norms of each FFN's second weight W² at initialization (Xiong et al. 2020, Fig. 3), at step 0.
+
+    Per weight matching ``weights`` (a regex on parameter names, in registration order: layer 0 is the first),
+    over ``batches`` training mini-batches of ``batch_size`` samples:
 
     * ``grad/norm/<layer>``: the mean over batches of ‖∇W‖_F (Fig. 3a plots it for the last layer's W²);
     * ``grad/expected_norm/<layer>``: ‖E_batches[∇W]‖_F, the norm of the mean gradient (Fig. 3b/c).
@@ -59,13 +61,18 @@ class GradientNorms(Probe):
         weights = [parameters[name] for name in self.names]
         total = [torch.zeros_like(w) for w in weights]
         norms = torch.zeros(len(weights), device=weights[0].device)
-        with torch.enable_grad():
-            for indices in self.batches.to(self.splits.train_x.device):
-                x, y = self.splits.train_x[indices], self.splits.train_y[indices]
-                grads = torch.autograd.grad(loss_fn(model(x), y), weights)
-                for running, grad in zip(total, grads, strict=True):
-                    running += grad
-                norms += torch.stack([grad.norm() for grad in grads])
+        training = model.training
+        model.eval()
+        try:
+            with torch.enable_grad():
+                for indices in self.batches.to(self.splits.train_x.device):
+                    x, y = self.splits.train_x[indices], self.splits.train_y[indices]
+                    grads = torch.autograd.grad(loss_fn(model(x), y), weights)
+                    for running, grad in zip(total, grads, strict=True):
+                        running += grad
+                    norms += torch.stack([grad.norm() for grad in grads])
+        finally:
+            model.train(training)
         count = len(self.batches)
         metrics = {f"grad/norm/{layer}": value / count for layer, value in enumerate(norms.tolist())}
         return metrics | {f"grad/expected_norm/{layer}": (s / count).norm().item() for layer, s in enumerate(total)}

@@ -28,8 +28,10 @@ def as_words(ids: torch.Tensor) -> str:
 
 
 class Bleu(Probe):
-    """``probe/bleu``: corpus BLEU of the greedy translations of the first ``samples`` test sources, at every
-    evaluation; decoding stops at EOS or after the test window's length."""
+    """Corpus BLEU of greedy translations (``probe/bleu``, 0-100), at every evaluation.
+
+    Over the first ``samples`` test sources; decoding stops at EOS or after the test window's length.
+    """
 
     def __init__(self, model: nn.Module, splits: Splits, samples: int = 1000, batch_size: int = 100) -> None:
         try:

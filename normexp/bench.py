@@ -1,0 +1,474 @@
+"""Throughput of the normexp runner against a bare PyTorch loop doing the same work, and of the GPU fast path.
+
+    .venv/bin/python scripts/bench.py --quick          # < 1 min on CPU; the last line is the runner's overhead ratio
+    .venv/bin/python scripts/bench.py                  # the benchmarked experiments at CPU scale -> results/bench/
+    .venv/bin/python scripts/bench.py --device cuda --synthetic   # on a GPU: fast-path variants, FLOP/s vs peak
+
+What is compared, for one experiment's composed config at a scale (probes off: they measure, they do not train):
+
+* ``runner``: :func:`normexp.runner.train` as a black box, logging, progress bar and checkpointing at the config's
+  settings; evaluation only at step 0 and after the last step, outside the timed window.
+* ``bare``: a hand-written loop over the same model, data (resident on the same device), optimizer, lr schedule
+  and batch size: sample, forward, loss, backward, step. Nothing else.
+* ``bare+<switches>``: the bare loop with switches of :mod:`normexp.accel` (``bf16``, ``channels_last``,
+  ``compile``, ``cuda_graphs``), and ``bare+loader``: batches from a ``DataLoader`` with worker processes instead of
+  resident data. Measured on GPU by default.
+
+How it is timed: a global optimizer-step hook (:class:`StepClock`) marks the end of step W and of step W + S, so
+both sides are timed by the same clock, the runner without touching its code. Setup, warm-up and compilation come
+before the first mark and are reported apart (``warmup_s``). On GPU the marks are CUDA events (no synchronization
+inside the window); on CPU the wall clock, plus the process CPU time, which is steadier on a shared machine. The
+implementations alternate within each repeat, in reversed order every other repeat, so drifting load hits them
+alike, and ``ratio`` is an implementation's time per step over the bare loop's in the same repeat (median, IQR).
+S is calibrated to ``--seconds`` per window and rounded to a multiple of the logging period, and of the checkpoint
+period once it is longer, so every window holds the share of logging and checkpointing of a whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from normexp import accel, analysis, data, models, norms, optim, runner, tasks
+from normexp.config import compose_config, norm_options
+from normexp.data.splits import Splits
+from normexp.errors import ConfigError
+
+RESULTS_DIR = Path("results/bench")
+EXPERIMENTS = (
+    "ioffe2015-fig1",  # 3×100 sigmoid MLP, batch 60
+    "batchsize",  # 3-conv CNN (64 channels), the micro-batch grid's model
+    "santurkar2018-vgg",  # small VGG with BN, batch 128
+    "qiao2019-ws-smoothness",  # the same VGG with GN + weight standardization
+    "li2018-skip",  # ResNet-20's depth at 4/8/16 channels
+    "santurkar2018-dln",  # 25-layer deep linear network, full batch, regression
+    "xiong2020-warmup",  # 6-block byte-level Transformer LM
+)
+"""One experiment per model family of the CPU scale (others share these models and data)."""
+QUICK_EXPERIMENTS = ("ioffe2015-fig1",)
+GPU_VARIANTS = ("bf16", "channels_last", "bf16+channels_last", "compile", "cuda_graphs", "bf16+cuda_graphs", "loader")
+"""Fast-path variants of the bare loop measured by default on a GPU."""
+LOADER = "loader"
+
+PEAK_BF16_TFLOPS = (
+    ("H200", 989.0),
+    ("H100 PCIe", 756.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("L4", 121.0),
+    ("A10", 125.0),
+)
+"""Dense BF16 tensor-core peaks (TFLOP/s, NVIDIA datasheets) by device-name substring, most specific first."""
+
+
+# --- timing -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """One timed window: ``steps`` optimizer steps in ``seconds`` (wall, or CUDA events on GPU) and
+    ``cpu_seconds`` (process CPU time); ``warmup_seconds`` from the start to the window (setup, warm-up, compile)."""
+
+    steps: int
+    seconds: float
+    cpu_seconds: float
+    warmup_seconds: float
+
+
+class StepClock:
+    """Times optimizer steps ``(start, stop]`` of whatever trains inside its ``with`` block.
+
+    It counts steps through torch's global optimizer-step post-hook, so the runner is timed as a black box and the
+    bare loop by the very same clock. On CUDA the marks are events, read after the block, never synchronizing.
+    """
+
+    def __init__(self, start: int, stop: int, device: torch.device) -> None:
+        self.start, self.stop, self.cuda = start, stop, device.type == "cuda"
+        self._count = 0
+        self._marks: dict[str, Any] = {}
+
+    def __enter__(self) -> StepClock:
+        self._mark("begin")
+        self._handle = register_optimizer_step_post_hook(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._handle.remove()
+
+    def _tick(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        self._count += 1
+        if self._count == self.start:
+            self._mark("start")
+        elif self._count == self.stop:
+            self._mark("stop")
+
+    def _mark(self, name: str) -> None:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self._marks[name] = (event, time.process_time())
+        else:
+            self._marks[name] = (time.perf_counter(), time.process_time())
+
+    def _seconds(self, first: str, last: str) -> float:
+        (a, _), (b, _) = self._marks[first], self._marks[last]
+        if self.cuda:
+            b.synchronize()
+            return a.elapsed_time(b) / 1e3
+        return b - a
+
+    def window(self) -> Window:
+        """The timed window (raises if fewer than ``stop`` steps ran)."""
+        if "stop" not in self._marks:
+            raise RuntimeError(f"only {self._count} optimizer steps ran; the window ends at step {self.stop}")
+        return Window(
+            steps=self.stop - self.start,
+            seconds=self._seconds("start", "stop"),
+            cpu_seconds=self._marks["stop"][1] - self._marks["start"][1],
+            warmup_seconds=self._seconds("begin", "start"),
+        )
+
+
+def window_steps(rate: float, seconds: float, log_every: int, checkpoint_every: int) -> int:
+    """Steps that take about ``seconds`` at ``rate`` steps/s, rounded up to a multiple of the logging period, and of
+    the checkpoint period once the window is at least that long, so the window holds a whole run's share of both."""
+    period = (
+        math.lcm(log_every, checkpoint_every) if checkpoint_every and rate * seconds >= checkpoint_every else log_every
+    )
+    return max(1, math.ceil(rate * seconds / period)) * period
+
+
+# --- what is measured ---------------------------------------------------------------------------------------
+
+
+def bench_config(
+    experiment: str, scale: str, device: str, synthetic: bool = False, overrides: Sequence[str] = ()
+) -> DictConfig:
+    """The experiment's config at ``scale``, resolved, with probes off and no resume (steps are set per window)."""
+    cfg = compose_config(
+        [f"experiment={experiment}", f"scale={scale}", f"device={device}", "resume=never", "logger=none", *overrides]
+        + (["data.synthetic=true"] if synthetic else [])
+    )
+    OmegaConf.resolve(cfg)  # freeze values interpolated from train.steps (e.g. log_every) before steps change
+    with open_dict(cfg):
+        cfg.probes = {}
+    return cfg
+
+
+def with_steps(cfg: DictConfig, steps: int) -> DictConfig:
+    """``cfg`` training ``steps`` steps and evaluating only at step 0 and after the last step."""
+    return OmegaConf.merge(cfg, {"train": {"steps": steps, "eval_every": steps}})
+
+
+def time_runner(cfg: DictConfig, warmup: int, steps: int) -> Window:
+    """Time steps ``(warmup, warmup + steps]`` of :func:`normexp.runner.train` on ``cfg`` (in a scratch folder)."""
+    cfg = with_steps(cfg, warmup + steps)
+    clock = StepClock(warmup, warmup + steps, runner.select_device(cfg.device))
+    with tempfile.TemporaryDirectory(prefix="normexp-bench-") as scratch, clock:
+        runner.train(cfg, Path(scratch) / "run")
+    return clock.window()
+
+
+@dataclass
+class BareLoop:
+    """What the bare loop trains: built from the same registries as the runner, nothing else."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    augment: Callable[[torch.Tensor], torch.Tensor] | None
+    device: torch.device
+    fast: accel.FastPath
+
+    def step(self) -> None:
+        """One optimizer step on the next batch."""
+        x, y = next(self.batches)
+        if self.augment is not None:
+            x = self.augment(x)
+        self.optimizer.zero_grad(set_to_none=True)
+        with accel.autocast(self.device, self.fast.bf16):
+            loss = self.loss(self.model(x), y)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+
+def build_bare(cfg: DictConfig, steps: int, variant: str = "") -> BareLoop:
+    """The bare loop for ``cfg``, with fast-path switches or ``loader`` in ``variant`` (e.g. ``"bf16+compile"``)."""
+    if cfg.train.accumulate != 1 or cfg.train.norm_batch is not None:
+        raise ConfigError(
+            "the bare loop forwards whole batches: train.accumulate and train.norm_batch are not benchmarked.",
+            fix="--override train.accumulate=1 --override train.norm_batch=null",
+        )
+    device = runner.select_device(cfg.device)
+    use_loader = LOADER in variant.split("+")
+    fast = accel.FastPath.parse("+".join(v for v in variant.split("+") if v != LOADER))
+    fast.check(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    runner.set_deterministic(cfg.deterministic)
+    runner.seed_everything(cfg.seed)
+    splits = data.load(cfg.data, seed=cfg.seed)
+    fmt = accel.memory_format(fast)
+    splits = replace(splits, train_x=accel.to_memory_format(splits.train_x, fmt))  # once: batches gathered keep it
+    if not use_loader:
+        splits = splits.to(device)
+    model = models.build(cfg.model, norms.NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
+    model.to(device=device, memory_format=fmt)
+    batch = cfg.train.batch_size
+    norms.data_dependent_init(model, splits.train_x[:batch].to(device))
+    optimizer, scheduler = optim.build(
+        model.parameters(), cfg.optim, cfg.schedule, steps, optim.scaled_lr(cfg.optim, batch)
+    )
+    batches = loader_batches(splits, batch, device) if use_loader else resident_batches(splits, batch, device)
+    model.train()
+    if fast.compile:
+        accel.compile_model(model)
+    if fast.cuda_graphs:
+        model = accel.graph_training_step(model, splits.train_x[:batch].to(device), bf16=fast.bf16)
+    return BareLoop(model, optimizer, scheduler, batches, tasks.of(cfg.data).loss, splits.augment, device, fast)
+
+
+def resident_batches(splits: Splits, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Shuffled batches gathered on the device from a permutation drawn there: no host transfer, no sync."""
+    n = len(splits.train_x)
+    while True:
+        order = torch.randperm(n, device=device)
+        for start in range(0, n - batch_size + 1, batch_size):
+            indices = order[start : start + batch_size]
+            yield splits.train_x[indices], splits.train_y[indices]
+
+
+def loader_batches(splits: Splits, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """Shuffled batches from a ``DataLoader`` with two worker processes over host tensors, copied to the device
+    (from pinned memory on CUDA): the usual input pipeline the resident data replace."""
+    loader = DataLoader(
+        TensorDataset(splits.train_x, splits.train_y),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=2,
+        persistent_workers=True,
+        pin_memory=device.type == "cuda",
+    )
+    for x, y in itertools.chain.from_iterable(itertools.repeat(loader)):
+        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+
+def time_bare(cfg: DictConfig, warmup: int, steps: int, variant: str = "") -> Window:
+    """Time steps ``(warmup, warmup + steps]`` of the bare loop (setup, warm-up and compilation before them)."""
+    device = runner.select_device(cfg.device)
+    with StepClock(warmup, warmup + steps, device) as clock:
+        bare = build_bare(cfg, warmup + steps, variant)
+        for _ in range(warmup + steps):
+            bare.step()
+    return clock.window()
+
+
+def flops_per_step(cfg: DictConfig) -> float:
+    """FLOPs of one training forward and backward (``torch.utils.flop_counter``: matmuls, convolutions and
+    attention; norms and elementwise ops are not counted)."""
+    bare = build_bare(cfg, steps=1)
+    x, y = next(bare.batches)
+    with FlopCounterMode(display=False) as counter:
+        bare.loss(bare.model(x), y).backward()
+    return float(counter.get_total_flops())
+
+
+def peak_bf16_flops(device: torch.device) -> float | None:
+    """The device's dense BF16 tensor-core peak in FLOP/s, or None when unknown (CPUs, unlisted GPUs)."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((tflops * 1e12 for key, tflops in PEAK_BF16_TFLOPS if key in name), None)
+
+
+def device_slug(device: torch.device) -> str:
+    """``cpu``, or the GPU's name as a file name (``nvidia-h100-80gb-hbm3``)."""
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+
+
+# --- one experiment, all implementations --------------------------------------------------------------------
+
+
+def bench_experiment(
+    cfg: DictConfig, variants: Sequence[str], repeats: int, warmup: int, seconds: float, steps: int | None
+) -> pd.DataFrame:
+    """Rows (one per implementation × repeat) for one experiment's config, implementations alternating."""
+    device = runner.select_device(cfg.device)
+    if steps is None:
+        probe = time_bare(cfg, warmup, max(cfg.train.log_every, 10))
+        steps = window_steps(probe.steps / probe.seconds, seconds, cfg.train.log_every, cfg.train.checkpoint_every)
+    impls = ["runner", "bare", *(f"bare+{v}" for v in variants)]
+    flops, peak = flops_per_step(cfg), peak_bf16_flops(device)
+    rows = []
+    for repeat in range(repeats):
+        for impl in impls if repeat % 2 == 0 else impls[::-1]:
+            if impl == "runner":
+                window = time_runner(cfg, warmup, steps)
+            else:
+                window = time_bare(cfg, warmup, steps, impl.removeprefix("bare").removeprefix("+"))
+            rate = window.steps / window.seconds
+            rows.append(
+                {
+                    "experiment": cfg.experiment_name,
+                    "scale": cfg.scale_name,
+                    "impl": impl,
+                    "repeat": repeat,
+                    "steps": window.steps,
+                    "seconds": window.seconds,
+                    "cpu_seconds": window.cpu_seconds,
+                    "steps_per_s": rate,
+                    "samples_per_s": rate * cfg.train.batch_size,
+                    "warmup_s": window.warmup_seconds,
+                    "warmup_steps": warmup,
+                    "batch_size": cfg.train.batch_size,
+                    "flops_per_step": flops,
+                    "achieved_flops": flops * rate,
+                    "peak_bf16_fraction": flops * rate / peak if peak else math.nan,
+                    "device": device_slug(device),
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                }
+            )
+    return with_ratios(pd.DataFrame(rows))
+
+
+def with_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus ``ratio`` and ``cpu_ratio``: each row's time per step over the bare loop's in the same
+    experiment and repeat (> 1: slower than the bare loop)."""
+    bare = frame[frame["impl"] == "bare"].set_index(["experiment", "repeat"])
+    key = pd.MultiIndex.from_frame(frame[["experiment", "repeat"]])
+    per_step = frame["seconds"] / frame["steps"]
+    cpu_per_step = frame["cpu_seconds"] / frame["steps"]
+    bare_per_step = (bare["seconds"] / bare["steps"]).reindex(key).to_numpy()
+    bare_cpu_per_step = (bare["cpu_seconds"] / bare["steps"]).reindex(key).to_numpy()
+    return frame.assign(ratio=per_step / bare_per_step, cpu_ratio=cpu_per_step / bare_cpu_per_step)
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per experiment and implementation: median steps/s and samples/s with the IQR of steps/s, and the median
+    (IQR) time ratio to the bare loop."""
+    by = ["experiment", "impl"]
+    rate = analysis.aggregate(frame, by, "steps_per_s")
+    ratio = analysis.aggregate(frame, by, "ratio")
+    cpu_ratio = analysis.aggregate(frame, by, "cpu_ratio")
+    samples = analysis.aggregate(frame, by, "samples_per_s")
+    table = rate[[*by, "n"]].assign(
+        steps_per_s=rate["median"],
+        steps_per_s_iqr=rate["q75"] - rate["q25"],
+        samples_per_s=samples["median"],
+        ratio=ratio["median"],
+        ratio_q25=ratio["q25"],
+        ratio_q75=ratio["q75"],
+        cpu_ratio=cpu_ratio["median"],
+    )
+    if frame["peak_bf16_fraction"].notna().any():
+        table["peak_bf16_fraction"] = analysis.aggregate(frame, by, "peak_bf16_fraction")["median"]
+    order = {impl: i for i, impl in enumerate(dict.fromkeys(frame["impl"]))}
+    return table.sort_values(by, key=lambda c: c.map(order) if c.name == "impl" else c, kind="stable")
+
+
+def format_table(table: pd.DataFrame, markdown: bool = False) -> str:
+    """The summary as aligned text, or as a Markdown table for the README."""
+    from normexp.cli import _markdown_table, _text_table  # shared table formatting (lazily: cli imports much)
+
+    header = ["experiment", "impl", "steps/s (IQR)", "samples/s", "time / bare (IQR)", "CPU time / bare"]
+    has_peak = "peak_bf16_fraction" in table
+    header += ["% bf16 peak"] if has_peak else []
+    rows = [
+        [
+            r.experiment,
+            r.impl,
+            f"{r.steps_per_s:.1f} ({r.steps_per_s_iqr:.1f})",
+            f"{r.samples_per_s:.0f}",
+            f"{r.ratio:.3f} ({r.ratio_q25:.3f}–{r.ratio_q75:.3f})",
+            f"{r.cpu_ratio:.3f}" if math.isfinite(r.cpu_ratio) else "-",
+        ]
+        + ([f"{100 * r.peak_bf16_fraction:.2f}"] if has_peak else [])
+        for r in table.itertuples()
+    ]
+    return (_markdown_table if markdown else _text_table)(header, rows)
+
+
+def overhead_line(frame: pd.DataFrame) -> str:
+    """One line: the runner's time per step over the bare loop's, median (IQR) over repeats and experiments."""
+    runner_rows = frame[frame["impl"] == "runner"]
+    stats = analysis.seed_stats(runner_rows["ratio"])
+    cpu = runner_rows["cpu_ratio"].median()
+    cpu_text = f"; CPU time {cpu:.3f}" if math.isfinite(cpu) else ""
+    return (
+        f"overhead ratio (runner / bare time per step, median of {stats['n']} paired repeats): {stats['median']:.3f} "
+        f"(IQR {stats['q25']:.3f}–{stats['q75']:.3f}{cpu_text})"
+    )
+
+
+# --- command line -------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (shared by ``scripts/bench.py`` and a ``normexp bench`` command)."""
+    parser.add_argument("--quick", action="store_true", help="one experiment, 3 short repeats: < 1 min on CPU")
+    parser.add_argument("--experiments", nargs="+", default=None, help=f"default: {' '.join(EXPERIMENTS)}")
+    parser.add_argument("--scale", default="cpu", help="the experiments' scale (smoke | cpu | paper)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 5; quick 3)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--variants", default=None, help="comma list of bare-loop variants (default: GPU only, all)")
+    parser.add_argument("--seconds", type=float, default=None, help="target seconds per window (default 3; quick 1)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per window (default: calibrated to --seconds)")
+    parser.add_argument("--warmup", type=int, default=20, help="steps before the window (warm-up, compilation)")
+    parser.add_argument("--synthetic", action="store_true", help="generated data of the datasets' shapes")
+    parser.add_argument("--override", dest="overrides", action="append", default=[], help="extra Hydra override")
+    parser.add_argument("--out", type=Path, default=None, help="CSV path (default: results/bench/<device>.csv)")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Benchmark, write the CSV, print the summary table and, last, the runner's overhead ratio."""
+    device = runner.select_device(args.device)
+    experiments = args.experiments or (QUICK_EXPERIMENTS if args.quick else EXPERIMENTS)
+    repeats = args.repeats or (3 if args.quick else 5)
+    seconds = args.seconds or (1.0 if args.quick else 3.0)
+    default_variants = GPU_VARIANTS if device.type == "cuda" and not args.quick else ()
+    variants = default_variants if args.variants is None else [v for v in args.variants.split(",") if v]
+    frames = []
+    for experiment in experiments:
+        cfg = bench_config(experiment, args.scale, str(device), args.synthetic, args.overrides)
+        frames.append(bench_experiment(cfg, variants, repeats, args.warmup, seconds, args.steps))
+        done = frames[-1]
+        print(f"{experiment}: {len(done)} windows of {done['steps'].iloc[0]} steps", flush=True)
+    frame = pd.concat(frames, ignore_index=True)
+    suffix = "-quick" if args.quick else ""
+    out = args.out or RESULTS_DIR / f"{device_slug(device)}{suffix}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(f"\n{format_table(summary_table(frame), args.markdown)}\n\nwrote {out}")
+    print(overhead_line(frame))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``scripts/bench.py``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

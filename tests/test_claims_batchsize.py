@@ -1,0 +1,174 @@
+"""The batch-size claims: criteria 2a–2d on synthetic stored results (pass, fail, boundaries, missing cells), their
+figures and tables, the experiment's budget rule, and GN+WS's large-batch equivalence as something measurable."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from normexp import claims, optim
+from normexp.claims import Results
+from normexp.claims.batchsize import BATCH, NORM
+from normexp.runner import train
+
+SEEDS = (0, 1, 2)
+SEED_JITTER = (-0.2, 0.0, 0.2)  # accuracy points around a cell's median
+
+
+def summary(cells: dict[tuple[str, int], float], seeds: tuple[int, ...] = SEEDS) -> pd.DataFrame:
+    """One completed run per seed and cell, final accuracy = the cell's value (in points) ± jitter; NaN: diverged."""
+    rows = []
+    for (norm, batch), acc in cells.items():
+        for seed, jitter in zip(seeds, SEED_JITTER, strict=False):
+            diverged = math.isnan(acc)
+            rows.append(
+                {
+                    "run_id": f"{norm}-{batch}-{seed}",
+                    NORM: norm,
+                    BATCH: batch,
+                    "seed": seed,
+                    "status": "diverged" if diverged else "completed",
+                    "final/test/acc": math.nan if diverged else (acc + jitter) / 100,
+                    "wall_time_s": 10.0 / batch,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def verdict(claim_id: str, cells: dict[tuple[str, int], float], seeds: tuple[int, ...] = SEEDS) -> claims.Verdict:
+    frame = summary(cells, seeds)
+    return claims.get(claim_id).verify(Results(pd.DataFrame(), frame), "test")
+
+
+def failed(result: claims.Verdict) -> list[str]:
+    return [check.name for check in result.checks if not check.passed]
+
+
+QIAO = {
+    ("bn", 1): 60.0,
+    ("bn", 2): 80.0,
+    ("bn", 64): 90.0,
+    ("gn", 1): 86.0,
+    ("gn", 2): 86.0,
+    ("gn", 64): 86.0,
+    ("gn+ws", 1): 89.0,  # exactly BN@64 − 1: the boundary passes
+    ("gn+ws", 2): 89.5,
+    ("gn+ws", 64): 90.5,
+    ("bcn+ws", 1): 89.0,  # equal to GN+WS: "≥" passes
+    ("bcn+ws", 2): 90.0,
+}
+
+
+def test_qiao_reproduced_on_the_papers_pattern() -> None:
+    result = verdict("qiao2019-microbatch", QIAO)
+    assert result.verdict == "reproduced", result.checks
+    assert len(result.checks) == 8 and result.n_runs == 33
+    assert "gn+ws@1 89.00 [88.80–89.20] (n=3)" in result.checks[0].measured
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing"),
+    [
+        ({("gn+ws", 1): 88.9}, ["2a: GN+WS at batch 1 ≥ BN at batch 64 − 1 point"]),
+        ({("bn", 2): 85.1}, ["2a: BN at batch 2 ≥ 5 points below BN at batch 64"]),
+        (
+            {("bn", 1): 85.5, ("bn", 2): 85.5},
+            ["2a: BN at batch 1 ≥ 5 points below BN at batch 64", "2a: BN at batch 2 ≥ 5 points below BN at batch 64"],
+        ),
+        ({("gn", 64): 90.5}, ["2b: GN+WS > GN at batch 64"]),  # equal is not better
+        ({("bcn+ws", 2): 89.4}, ["2c: BCN+WS ≥ GN+WS at batch 2"]),
+    ],
+)
+def test_qiao_not_reproduced_when_a_criterion_misses(changes: dict, failing: list[str]) -> None:
+    result = verdict("qiao2019-microbatch", QIAO | changes)
+    assert result.verdict == "not reproduced"
+    assert failed(result) == failing
+
+
+def test_a_diverged_run_ranks_below_every_finished_one() -> None:
+    result = verdict("qiao2019-microbatch", QIAO | {("bn", 1): math.nan})
+    assert result.verdict == "reproduced"
+    assert "3 diverged" in result.checks[1].measured
+
+
+@pytest.mark.parametrize("claim_id", ["qiao2019-microbatch", "wu2018-batchsize"])
+def test_fewer_than_three_seeds_or_a_missing_cell_is_insufficient_data(claim_id: str) -> None:
+    cells = QIAO | WU
+    assert verdict(claim_id, cells, seeds=(0, 1)).verdict == "insufficient data"
+    missing = {cell: acc for cell, acc in cells.items() if cell != ("bn", 2)}
+    result = verdict(claim_id, missing)
+    assert result.verdict == "insufficient data" and "bn at batch 2" in result.note
+
+
+WU = {
+    **{("gn", b): acc for b, acc in {32: 76.0, 16: 75.8, 8: 76.1, 4: 75.5, 2: 75.2}.items()},  # spread 0.9
+    **{("bn", b): acc for b, acc in {32: 76.4, 16: 76.3, 8: 75.2, 4: 72.7, 2: 65.3}.items()},
+}
+
+
+def test_wu_reproduced_on_the_papers_numbers_as_accuracies() -> None:
+    result = verdict("wu2018-batchsize", WU)
+    assert result.verdict == "reproduced", result.checks
+    assert len(result.checks) == 3
+    assert "difference 10.30" in result.checks[2].measured  # BN rises 11.10 points, GN 0.80
+
+
+@pytest.mark.parametrize(
+    ("changes", "failing"),
+    [
+        ({("gn", 2): 74.9}, "2d: GN's error spread over batch [32, 16, 8, 4, 2] < 1 point"),  # spread 1.2
+        ({("bn", 16): 76.5}, "2d: BN's error rises as the batch shrinks (32 → 16 → 8 → 4 → 2)"),
+        (
+            {("bn", 2): 73.7, ("bn", 4): 74.0},
+            "2d: error(BN@2) − error(BN@32) exceeds error(GN@2) − error(GN@32) by > 3 points",
+        ),
+    ],
+)
+def test_wu_not_reproduced_when_a_criterion_misses(changes: dict, failing: str) -> None:
+    result = verdict("wu2018-batchsize", WU | changes)
+    assert result.verdict == "not reproduced"
+    assert failed(result) == [failing]
+
+
+def test_figures_and_tables_are_drawn_from_stored_results(tmp_path: Path) -> None:
+    results = Results(pd.DataFrame(), summary(QIAO | WU))
+    for claim_id, name in (("qiao2019-microbatch", "microbatch"), ("wu2018-batchsize", "batchsize")):
+        paths = claims.get(claim_id).plot(results, tmp_path)
+        assert {p.name for p in paths} == {f"{name}.png", f"{name}.pdf", f"{name}.md"}
+    table = (tmp_path / "batchsize.md").read_text()
+    assert "| bn | 40.0 [39.8–40.2] | 34.7 [34.5–34.9] |" in table  # error = 100 − accuracy, median [min–max]
+    assert "| BN, Wu & He (ImageNet ResNet-50) |  | 34.7 | 27.3 | 24.8 | 23.7 | 23.6 |  |" in table
+
+
+@pytest.mark.parametrize("batch", [1, 8, 64])
+def test_every_batch_sees_the_same_images_at_a_linearly_scaled_lr(compose, batch: int) -> None:
+    cfg = compose("experiment=batchsize", "scale=cpu", f"train.batch_size={batch}")
+    assert cfg.train.steps * batch == 4096
+    assert list(cfg.schedule.milestones) == [2048 // batch, 3072 // batch]  # ×0.1 after 50% and 75% of the images
+    assert optim.scaled_lr(cfg.optim, batch) == pytest.approx(cfg.optim.lr * batch / 64)
+
+
+def test_experiment_runs_at_smoke_scale(cli, out_dir: Path) -> None:
+    status, out, _ = cli(
+        "run", "experiment=batchsize", "scale=smoke", f"out_dir={out_dir}", "norm=bcn+ws", "train.batch_size=2"
+    )
+    assert status == 0 and "1 completed" in out
+
+
+def final_loss(compose, run_dir: Path, *overrides: str) -> float:
+    cfg = compose("experiment=batchsize", "train.steps=5", "optim.lr=0.5", *overrides)
+    return train(cfg, run_dir)["final"]["train/loss"]
+
+
+def test_gn_ws_with_one_image_per_norm_batch_trains_as_the_whole_batch(compose, tmp_path: Path) -> None:
+    """The authors trained GN+WS at a large batch and call it batch 1 per GPU: GN+WS uses no batch statistics, so
+    forwarding 16 images one at a time (norm_batch 1) and all at once must give the same run; BN's differs."""
+    per_image = final_loss(compose, tmp_path / "a", "norm=gn+ws", "train.batch_size=16", "train.norm_batch=1")
+    whole = final_loss(compose, tmp_path / "b", "norm=gn+ws", "train.batch_size=16")
+    assert per_image == pytest.approx(whole, rel=1e-5)
+    bn_per_image = final_loss(compose, tmp_path / "c", "norm=bn", "train.batch_size=16", "train.norm_batch=1")
+    bn_whole = final_loss(compose, tmp_path / "d", "norm=bn", "train.batch_size=16")
+    assert bn_per_image != pytest.approx(bn_whole, rel=1e-3)

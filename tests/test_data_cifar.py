@@ -1,0 +1,136 @@
+"""CIFAR through torchvision on generated files in the official on-disk format, and the batched pad-crop-flip."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torchvision import datasets
+from torchvision.transforms.v2 import functional as tvf
+
+from normexp import data
+from normexp.data.cifar import crop_flip, pad_crop_flip
+from normexp.errors import DataError
+
+SIZES = {datasets.CIFAR10: (10, 4), datasets.CIFAR100: (12, 5)}
+"""Generated images per training file and in the test file."""
+
+
+def write_cifar(root: Path, cls: type[datasets.CIFAR10], monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
+    """The python pickles of ``cls`` (torchvision's layout: ``data`` rows of 3072 channel-planar uint8 values),
+    with torchvision's expected md5s set to those of the generated files; returns the pickled entries by name."""
+    folder = root / cls.base_folder
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    per_file, test_size = SIZES[cls]
+    label_key, classes = ("labels", 10) if cls is datasets.CIFAR10 else ("fine_labels", 100)
+    entries = {}
+    for name, size in [(n, per_file) for n, _ in cls.train_list] + [(n, test_size) for n, _ in cls.test_list]:
+        labels = rng.integers(0, classes, size).tolist()
+        entries[name] = {"data": rng.integers(0, 256, (size, 3072), dtype=np.uint8), label_key: labels}
+        (folder / name).write_bytes(pickle.dumps(entries[name]))
+    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: [f"class{i}" for i in range(classes)]}))
+
+    def md5(name: str) -> str:
+        return hashlib.md5((folder / name).read_bytes()).hexdigest()
+
+    monkeypatch.setattr(cls, "train_list", [[n, md5(n)] for n, _ in cls.train_list])
+    monkeypatch.setattr(cls, "test_list", [[n, md5(n)] for n, _ in cls.test_list])
+    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(cls.meta["filename"])})
+    return entries
+
+
+def cifar_cfg(root: Path, name: str = "cifar10", **extra):
+    defaults = {"download": False, "synthetic": False, "train_size": None, "test_size": None, "augment": False}
+    return OmegaConf.create({"name": name, "root": str(root), **defaults, **extra})
+
+
+@pytest.mark.parametrize(("name", "cls"), [("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100)])
+def test_generated_files_load_through_torchvision(tmp_path: Path, monkeypatch, name: str, cls) -> None:
+    entries = write_cifar(tmp_path, cls, monkeypatch)
+    splits = data.load(cifar_cfg(tmp_path, name))
+    per_file, test_size = SIZES[cls]
+    assert splits.train_x.shape == (per_file * len(cls.train_list), 3, 32, 32)
+    assert splits.test_x.shape == (test_size, 3, 32, 32) and splits.train_x.dtype == torch.float32
+    assert splits.num_classes == (10 if name == "cifar10" else 100)
+    label_key = "labels" if name == "cifar10" else "fine_labels"
+    assert splits.train_y.tolist() == [y for n, _ in cls.train_list for y in entries[n][label_key]]
+    raw = np.concatenate([entries[n]["data"] for n, _ in cls.train_list]).reshape(-1, 3, 32, 32) / 255
+    mean, std = raw.mean((0, 2, 3)), raw.std((0, 2, 3), ddof=1)
+    expected = (raw - mean[None, :, None, None]) / std[None, :, None, None]
+    np.testing.assert_allclose(splits.train_x.numpy(), expected, atol=1e-5)
+    first_test = entries[cls.test_list[0][0]]["data"][0].reshape(3, 32, 32) / 255
+    np.testing.assert_allclose(
+        splits.test_x[0].numpy(), (first_test - mean[:, None, None]) / std[:, None, None], atol=1e-5
+    )
+
+
+def test_files_that_fail_torchvisions_md5_check_are_a_data_error(tmp_path: Path, monkeypatch) -> None:
+    write_cifar(tmp_path, datasets.CIFAR10, monkeypatch)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_3", "ab") as file:
+        file.write(b"\0")
+    with pytest.raises(DataError, match=r"md5.*data.download=true"):
+        data.load(cifar_cfg(tmp_path))
+
+
+def test_missing_files_are_a_data_error_naming_them_and_the_fix(tmp_path: Path) -> None:
+    cfg = cifar_cfg(tmp_path / "empty")
+    with pytest.raises(DataError, match=r"cifar-10-batches-py/data_batch_1.*data.download=true.*data.root"):
+        data.check_available(cfg)
+    with pytest.raises(DataError, match="cifar-10-batches-py/data_batch_1"):
+        data.load(cfg)
+
+
+def test_augment_is_attached_and_survives_subsetting_and_moving(tmp_path: Path, monkeypatch) -> None:
+    entries = write_cifar(tmp_path, datasets.CIFAR10, monkeypatch)
+    assert data.load(cifar_cfg(tmp_path)).augment is None
+    splits = data.load(cifar_cfg(tmp_path, augment=True, train_size=20)).to(torch.device("cpu"))
+    assert splits.augment is not None and len(splits.train_x) == 20
+    assert splits.augment(splits.train_x[:8]).shape == (8, 3, 32, 32)
+    raw = np.concatenate([entries[n]["data"] for n, _ in datasets.CIFAR10.train_list]).reshape(-1, 3, 32, 32) / 255
+    fill = np.array(splits.augment.keywords["fill"])
+    np.testing.assert_allclose(fill * raw.std((0, 2, 3), ddof=1) + raw.mean((0, 2, 3)), 0, atol=1e-5)  # black pixels
+
+
+def reference_crop_flip(image: torch.Tensor, padding: int, fill: list[float], top: int, left: int, flip: bool):
+    """torchvision's per-image ops: pad with a per-channel fill, crop, flip."""
+    padded = torch.stack(
+        [tvf.pad(channel[None], [padding], fill=value)[0] for channel, value in zip(image, fill, strict=True)]
+    )
+    crop = tvf.crop(padded, top, left, image.shape[1], image.shape[2])
+    return tvf.horizontal_flip(crop) if flip else crop
+
+
+def test_crop_flip_matches_torchvision_image_by_image() -> None:
+    images = torch.randn(6, 3, 32, 32)
+    fill = [-1.5, 0.25, 2.0]
+    top, left = torch.tensor([0, 8, 4, 1, 7, 3]), torch.tensor([8, 0, 4, 6, 2, 5])
+    flip = torch.tensor([False, True, False, True, True, False])
+    out = crop_flip(images, 4, fill, top, left, flip)
+    for i in range(6):
+        expected = reference_crop_flip(images[i], 4, fill, int(top[i]), int(left[i]), bool(flip[i]))
+        torch.testing.assert_close(out[i], expected, rtol=0, atol=0)
+
+
+def test_pad_crop_flip_is_seeded_and_draws_every_offset_and_both_flips() -> None:
+    images = torch.arange(16.0).view(1, 1, 4, 4).repeat(3000, 1, 1, 1)  # distinct pixels: the crop is identifiable
+    torch.manual_seed(1)
+    first = pad_crop_flip(images, 2, [-1.0])
+    torch.manual_seed(1)
+    assert torch.equal(first, pad_crop_flip(images, 2, [-1.0]))
+    candidates = {
+        (top, left, flip): crop_flip(
+            images[:1], 2, [-1.0], torch.tensor([top]), torch.tensor([left]), torch.tensor([flip])
+        )
+        for top in range(5)
+        for left in range(5)
+        for flip in (False, True)
+    }
+    drawn = [next(key for key, crop in candidates.items() if torch.equal(crop[0], out)) for out in first]
+    assert set(drawn) == set(candidates)  # all 25 offsets × 2 flips occur in 3000 draws
+    assert abs(np.mean([flip for _, _, flip in drawn]) - 0.5) < 0.05

@@ -1,0 +1,123 @@
+"""The researcher's workflow: the same grid through the parallel and submitit launchers, one W&B run per job with
+its history, GPU pinning of parallel workers, aggregation over a grid with a diverged run."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import pytest
+
+from normexp import devices
+from normexp.analysis import aggregate, load_runs
+
+GRID = ("run", "-m", "scale=smoke", "norm=none,bn", "seed=0,1", "train.steps=6", "train.eval_every=3")
+FOLDERS = [
+    "norm=bn,train.eval_every=3,train.steps=6,seed=0",
+    "norm=bn,train.eval_every=3,train.steps=6,seed=1",
+    "norm=none,train.eval_every=3,train.steps=6,seed=0",
+    "norm=none,train.eval_every=3,train.steps=6,seed=1",
+]
+
+
+def statuses(out_dir: Path) -> dict[str, str]:
+    return {
+        folder.name: json.loads((folder / "summary.json").read_text())["status"]
+        for folder in sorted((out_dir / "adhoc" / "smoke").iterdir())
+        if folder.is_dir()
+    }
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_grid_of_four_runs_through_a_parallel_launcher(cli, out_dir: Path, launcher: str) -> None:
+    status, _out, err = cli(
+        *GRID,
+        f"out_dir={out_dir}",
+        f"launcher={launcher}",
+        "hydra.launcher.n_jobs=2" if launcher == "joblib" else "hydra.launcher.tasks_per_node=1",
+    )
+    assert status == 0, err
+    assert statuses(out_dir) == dict.fromkeys(FOLDERS, "completed")
+    assert "[sweep] 4/4 done (0 failed)" in err
+
+
+def wandb_history(run_dir: Path) -> list[dict[str, float]]:
+    """The history records of a run's offline W&B file, read with wandb's own protobuf schema.
+
+    The file is a LevelDB-style log (wandb's ``datastore`` format): a 7-byte header, then 32 KiB blocks of records
+    (crc32, length, type: full/first/middle/last) carrying serialized ``Record`` messages.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    data, position, pending, history = path.read_bytes(), 7, b"", []
+    while position + 7 <= len(data):
+        if 32768 - position % 32768 < 7:
+            position += 32768 - position % 32768
+            continue
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a full record, or the last piece of one
+            record = wandb_internal_pb2.Record.FromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                history.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
+    return history
+
+
+def test_wandb_offline_writes_one_run_per_job_with_its_history(cli, out_dir: Path) -> None:
+    status, _, _ = cli(
+        "run", "-m", "scale=smoke", "norm=none,bn", f"out_dir={out_dir}", "logger=wandb", "logger.mode=offline"
+    )
+    assert status == 0
+    for folder in ("norm=bn,seed=0", "norm=none,seed=0"):
+        run = out_dir / "adhoc" / "smoke" / folder
+        assert len(list(run.glob("wandb/offline-run-*"))) == 1
+        history = wandb_history(run)
+        logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        acc = [r["test/acc"] for r in logged if "test/acc" in r]
+        assert [h["test/acc"] for h in history if "test/acc" in h] == pytest.approx(acc)
+        assert {"train/loss", "lr", "_step"} <= set().union(*history)
+
+
+def test_sync_lists_offline_runs(cli, out_dir: Path) -> None:
+    cli("run", "scale=smoke", f"out_dir={out_dir}", "logger=wandb", "logger.mode=offline")
+    status, out, _ = cli("sync", "--out-dir", str(out_dir), "--dry-run")
+    assert status == 0 and "1 offline W&B run(s)" in out and "offline-run-" in out
+
+
+def test_workers_pin_distinct_gpus_and_refuse_when_all_are_taken(tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+
+    monkeypatch.setattr(devices, "_held", None)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    other_worker = open(tmp_path / "0.lock", "w")  # another process's slot 0  # noqa: SIM115
+    fcntl.flock(other_worker, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    assert devices.pin_worker_gpu(2, tmp_path) == "1"
+    assert devices.pin_worker_gpu(2, tmp_path) == "1"  # once per process
+    monkeypatch.setattr(devices, "_held", None)
+    with pytest.raises(RuntimeError, match="all 2 GPU slots"):
+        devices.pin_worker_gpu(2, tmp_path)
+    assert devices.pin_worker_gpu(0, tmp_path) is None
+
+
+def test_aggregation_counts_a_diverged_run_and_drops_nothing(cli, out_dir: Path) -> None:
+    cli(
+        "run",
+        "-m",
+        "scale=smoke",
+        f"out_dir={out_dir}",
+        "norm=none",
+        "optim.lr=0.1,1000",
+        "seed=0,1",
+        "train.diverge_loss=50",
+    )
+    runs, summary = load_runs(sorted((out_dir / "adhoc" / "smoke").glob("*,seed=*")))
+    assert len(summary) == 4
+    counts = summary.groupby("optim.lr")["status"].value_counts().to_dict()
+    assert counts == {(0.1, "completed"): 2, (1000.0, "diverged"): 2}
+    final = aggregate(summary, ["optim.lr"], "final/test/acc").set_index("optim.lr")
+    assert final.loc[0.1, "n"] == 2 and final.loc[1000.0, "n"] == 2  # diverged runs keep their last finite metrics
+    assert set(runs["run_id"]) == set(summary["run_id"])
