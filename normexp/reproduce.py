@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from normexp import claims, sweep
+from normexp import claims, sweep, tracking
 from normexp.analysis import load_runs
 from normexp.claims import Claim, Results, Verdict
 from normexp.errors import UserError
@@ -92,5 +93,8 @@ def reproduce(
     jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
     results = store([job.run_dir for job in jobs], target)
-    draw(claim, results, target)
-    return judge(claim, results, scale, target), status
+    figures = draw(claim, results, target)
+    verdict = judge(claim, results, scale, target)
+    logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
+    tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), Path(out_dir))
+    return verdict, status

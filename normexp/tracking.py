@@ -96,3 +96,34 @@ def _wandb_mode(mode: str) -> str:
 def build(cfg: dict[str, Any], run_dir: Path) -> Tracker:
     """The tracker ``cfg['logger']['name']`` for the run in ``run_dir``; ``cfg`` is the resolved config."""
     return WandbTracker(cfg, run_dir) if cfg["logger"]["name"] == "wandb" else Tracker()
+
+
+def log_claim(
+    logger: dict[str, Any], claim: str, scale: str, figures: list[Path], verdict: dict[str, Any], directory: Path
+) -> None:
+    """One W&B run per reproduced claim (job type ``figures``, files under ``directory``) with its figures as
+    images and its verdict."""
+    if logger["name"] != "wandb":
+        return
+    try:
+        import wandb
+
+        run = wandb.init(
+            project=logger["project"],
+            entity=logger["entity"],
+            mode=_wandb_mode(logger["mode"]),
+            group=claim,
+            job_type="figures",
+            name=f"{claim}-{scale}",
+            dir=str(directory),
+            tags=[claim],
+            reinit="create_new",
+            settings=wandb.Settings(silent=True, console="off", init_timeout=logger["init_timeout"]),
+        )
+        run.log({path.stem: wandb.Image(str(path)) for path in figures if path.suffix == ".png"})
+        run.summary.update({"verdict": verdict["verdict"], "n_runs": verdict["n_runs"]})
+        checks = [[c["name"], c["passed"], c["measured"]] for c in verdict["checks"]]
+        run.log({"checks": wandb.Table(columns=["criterion", "passed", "measured"], data=checks)})
+        run.finish()
+    except Exception as error:
+        warnings.warn(f"W&B figure upload failed ({type(error).__name__}: {error}).", stacklevel=2)

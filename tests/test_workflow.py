@@ -121,3 +121,25 @@ def test_aggregation_counts_a_diverged_run_and_drops_nothing(cli, out_dir: Path)
     final = aggregate(summary, ["optim.lr"], "final/test/acc").set_index("optim.lr")
     assert final.loc[0.1, "n"] == 2 and final.loc[1000.0, "n"] == 2  # diverged runs keep their last finite metrics
     assert set(runs["run_id"]) == set(summary["run_id"])
+
+
+def test_reproduce_logs_the_claims_figures_to_wandb(cli, tmp_path: Path) -> None:
+    out_dir, results = tmp_path / "runs", tmp_path / "results"
+    status, _, _ = cli(
+        "reproduce",
+        "ioffe2015-fig1",
+        "--scale",
+        "smoke",
+        "--out-dir",
+        str(out_dir),
+        "--results",
+        str(results),
+        "--override",
+        "logger=wandb",
+        "--override",
+        "logger.mode=offline",
+    )
+    assert status == 0
+    (figures_run,) = out_dir.glob("wandb/offline-run-*")
+    assert list(figures_run.glob("files/media/images/fig1_*.png"))
+    assert (results / "ioffe2015-fig1" / "smoke" / "verdict.json").exists()
