@@ -40,9 +40,9 @@ NORM_ORDER = (
 
 def norm_color(name: str) -> tuple[float, float, float]:
     """The colour of norm ``name``, the same in every figure."""
-    palette = sns.color_palette("tab20", len(NORM_ORDER))
-    index = NORM_ORDER.index(name) if name in NORM_ORDER else hash(name) % len(palette)
-    return palette[index]
+    palette = sns.color_palette("tab10") + sns.color_palette("Dark2")  # 18 colours, neighbours clearly distinct
+    index = NORM_ORDER.index(name) if name in NORM_ORDER else sum(map(ord, name))  # stable across processes
+    return palette[index % len(palette)]
 
 
 def sorted_norms(names: object) -> list[str]:
@@ -50,10 +50,10 @@ def sorted_norms(names: object) -> list[str]:
     return sorted(set(names), key=lambda n: (NORM_ORDER.index(n) if n in NORM_ORDER else len(NORM_ORDER), n))
 
 
-def band(ax: plt.Axes, cell: pd.DataFrame, label: str, color: object, x: str = "step") -> None:
+def band(ax: plt.Axes, cell: pd.DataFrame, label: str, color: object, x: str = "step", **line: object) -> None:
     """A median line with its IQR band (seed statistics from :func:`normexp.analysis.curves`)."""
     cell = cell.sort_values(x)
-    ax.plot(cell[x], cell["median"], color=color, label=label)
+    ax.plot(cell[x], cell["median"], color=color, label=label, **line)
     ax.fill_between(cell[x], cell["q25"], cell["q75"], color=color, alpha=0.25, linewidth=0)
 
 

@@ -158,17 +158,17 @@ class SweepProgress(threading.Thread):
             self.report()
 
     def report(self) -> None:
-        """Print the line if it changed since the last time."""
+        """Print the line if a run started or ended since the last time."""
         states = [self._state(job.run_dir) for job in self.jobs]
         done = sum(s in FINAL_STATUSES for s in states)
         failed, running = states.count("failed"), states.count("running")
         elapsed = time.monotonic() - self._t0
         remaining = len(states) - done - failed
         eta = f", ETA {_duration(elapsed / (done + failed) * remaining)}" if done + failed and remaining else ""
-        line = f"[sweep] {done + failed}/{len(states)} done ({failed} failed), {running} running{eta}"
-        if line != self._last:
-            print(line, file=sys.stderr, flush=True)
-            self._last = line
+        counts = f"[sweep] {done + failed}/{len(states)} done ({failed} failed), {running} running"
+        if counts != self._last:  # a new line when a run starts or ends, not every time the ETA ticks
+            print(counts + eta, file=sys.stderr, flush=True)
+            self._last = counts
 
     @staticmethod
     def _state(run_dir: Path) -> str:

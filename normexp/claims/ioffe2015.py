@@ -106,18 +106,19 @@ def fig1_plot(results: Results, out: Path) -> list[Path]:
         plotting.band(axes[0], acc[acc[NORM] == norm], norm, plotting.norm_color(norm))
     axes[0].set(title="(a) test accuracy", xlabel="step", ylabel="accuracy")
     axes[0].legend(title="norm")
-    probe = curves(results.runs[results.runs["metric"].isin(PERCENTILES)], "probe/p50", [NORM])
     percentile_curves = pd.concat(
-        [curves(results.runs, metric, [NORM]).assign(percentile=metric[-3:]) for metric in PERCENTILES]
+        [curves(results.runs, metric, [NORM]).assign(percentile=metric.split("/")[1]) for metric in PERCENTILES]
     )
+    styles = {"p15": ":", "p50": "-", "p85": "--"}
     for ax, norm, label in ((axes[1], "none", "(b) without BN"), (axes[2], "bn", "(c) with BN")):
         for percentile, cell in percentile_curves[percentile_curves[NORM] == norm].groupby("percentile"):
-            plotting.band(ax, cell, percentile, plotting.norm_color(norm))
-        ax.set(title=f"{label}: sigmoid input p15/p50/p85", xlabel="step", ylabel="value")
-    if not probe.empty:
+            plotting.band(ax, cell, percentile, plotting.norm_color(norm), linestyle=styles[percentile])
+        ax.set(title=f"{label}: sigmoid input", xlabel="step", ylabel="value (median, IQR over seeds)")
+        ax.legend(title="percentile", fontsize=7)
+    if not percentile_curves.empty:  # one y scale for (b) and (c), so their spreads compare at a glance
         low, high = percentile_curves["median"].min(), percentile_curves["median"].max()
         for ax in axes[1:]:
-            ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
     return plotting.save(fig, out, "fig1")
 
 
