@@ -30,10 +30,12 @@ import argparse
 import itertools
 import math
 import re
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +47,21 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from normexp import accel, analysis, data, models, norms, optim, runner, tasks
+from normexp import (
+    accel,
+    analysis,
+    claims,  # noqa: F401 - loading the claims registers the config resolvers (div) experiments use
+    data,
+    models,
+    norms,
+    optim,
+    runner,
+    tasks,
+)
 from normexp.config import compose_config, norm_options
 from normexp.data.splits import Splits
 from normexp.errors import ConfigError
+from normexp.fused import FusedRuns
 
 RESULTS_DIR = Path("results/bench")
 EXPERIMENTS = (
@@ -106,6 +119,8 @@ class StepClock:
 
     def __enter__(self) -> StepClock:
         self._mark("begin")
+        if self.start == 0:  # no warm-up: the window opens now
+            self._mark("start")
         self._handle = register_optimizer_step_post_hook(self._tick)
         return self
 
@@ -146,13 +161,15 @@ class StepClock:
         )
 
 
-def window_steps(rate: float, seconds: float, log_every: int, checkpoint_every: int) -> int:
-    """Steps that take about ``seconds`` at ``rate`` steps/s, rounded up to a multiple of the logging period, and of
-    the checkpoint period once the window is at least that long, so the window holds a whole run's share of both."""
-    period = (
-        math.lcm(log_every, checkpoint_every) if checkpoint_every and rate * seconds >= checkpoint_every else log_every
-    )
-    return max(1, math.ceil(rate * seconds / period)) * period
+def window_steps(rate: float, seconds: float, log_every: int, checkpoint_every: int, run_steps: int) -> int:
+    """Steps that take about ``seconds`` at ``rate`` steps/s, rounded up to whole logging periods, and to whole
+    checkpoint periods once the window is at least that long, so it holds a run's share of both. A period longer than
+    the run (``run_steps``) never recurs in it and is ignored."""
+    log = log_every if log_every <= run_steps else 1
+    target = rate * seconds
+    checkpoints = checkpoint_every if 0 < checkpoint_every <= min(run_steps, target) else 1
+    period = math.lcm(log, checkpoints)
+    return max(1, math.ceil(target / period)) * period
 
 
 # --- what is measured ---------------------------------------------------------------------------------------
@@ -308,102 +325,84 @@ def device_slug(device: torch.device) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-# --- one experiment, all implementations --------------------------------------------------------------------
+# --- alternating repeats and their summary ------------------------------------------------------------------
 
 
-def bench_experiment(
-    cfg: DictConfig, variants: Sequence[str], repeats: int, warmup: int, seconds: float, steps: int | None
-) -> pd.DataFrame:
-    """Rows (one per implementation × repeat) for one experiment's config, implementations alternating."""
-    device = runner.select_device(cfg.device)
-    if steps is None:
-        probe = time_bare(cfg, warmup, max(cfg.train.log_every, 10))
-        steps = window_steps(probe.steps / probe.seconds, seconds, cfg.train.log_every, cfg.train.checkpoint_every)
-    impls = ["runner", "bare", *(f"bare+{v}" for v in variants)]
-    flops, peak = flops_per_step(cfg), peak_bf16_flops(device)
-    rows = []
+def alternate(measure: dict[str, Callable[[], Window]], repeats: int) -> Iterator[tuple[int, str, Window]]:
+    """``(repeat, impl, window)`` for every implementation in every repeat, in reversed order every other repeat."""
+    impls = list(measure)
     for repeat in range(repeats):
         for impl in impls if repeat % 2 == 0 else impls[::-1]:
-            if impl == "runner":
-                window = time_runner(cfg, warmup, steps)
-            else:
-                window = time_bare(cfg, warmup, steps, impl.removeprefix("bare").removeprefix("+"))
-            rate = window.steps / window.seconds
-            rows.append(
-                {
-                    "experiment": cfg.experiment_name,
-                    "scale": cfg.scale_name,
-                    "impl": impl,
-                    "repeat": repeat,
-                    "steps": window.steps,
-                    "seconds": window.seconds,
-                    "cpu_seconds": window.cpu_seconds,
-                    "steps_per_s": rate,
-                    "samples_per_s": rate * cfg.train.batch_size,
-                    "warmup_s": window.warmup_seconds,
-                    "warmup_steps": warmup,
-                    "batch_size": cfg.train.batch_size,
-                    "flops_per_step": flops,
-                    "achieved_flops": flops * rate,
-                    "peak_bf16_fraction": flops * rate / peak if peak else math.nan,
-                    "device": device_slug(device),
-                    "threads": torch.get_num_threads(),
-                    "torch": torch.__version__,
-                }
-            )
-    return with_ratios(pd.DataFrame(rows))
+            yield repeat, impl, measure[impl]()
 
 
-def with_ratios(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` plus ``ratio`` and ``cpu_ratio``: each row's time per step over the bare loop's in the same
-    experiment and repeat (> 1: slower than the bare loop)."""
-    bare = frame[frame["impl"] == "bare"].set_index(["experiment", "repeat"])
-    key = pd.MultiIndex.from_frame(frame[["experiment", "repeat"]])
-    per_step = frame["seconds"] / frame["steps"]
-    cpu_per_step = frame["cpu_seconds"] / frame["steps"]
-    bare_per_step = (bare["seconds"] / bare["steps"]).reindex(key).to_numpy()
-    bare_cpu_per_step = (bare["cpu_seconds"] / bare["steps"]).reindex(key).to_numpy()
-    return frame.assign(ratio=per_step / bare_per_step, cpu_ratio=cpu_per_step / bare_cpu_per_step)
+def window_row(cfg: DictConfig, impl: str, repeat: int, window: Window, members: int = 1) -> dict[str, Any]:
+    """One CSV row: a window of ``steps`` optimizer steps, each advancing ``members`` runs by one step."""
+    rate = window.steps / window.seconds
+    return {
+        "experiment": cfg.experiment_name,
+        "scale": cfg.scale_name,
+        "impl": impl,
+        "repeat": repeat,
+        "steps": window.steps,
+        "seconds": window.seconds,
+        "cpu_seconds": window.cpu_seconds,
+        "steps_per_s": rate,
+        "samples_per_s": rate * cfg.train.batch_size * members,
+        "members": members,
+        "warmup_s": window.warmup_seconds,
+        "batch_size": cfg.train.batch_size,
+        "device": device_slug(runner.select_device(cfg.device)),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
-def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per experiment and implementation: median steps/s and samples/s with the IQR of steps/s, and the median
-    (IQR) time ratio to the bare loop."""
-    by = ["experiment", "impl"]
-    rate = analysis.aggregate(frame, by, "steps_per_s")
-    ratio = analysis.aggregate(frame, by, "ratio")
-    cpu_ratio = analysis.aggregate(frame, by, "cpu_ratio")
-    samples = analysis.aggregate(frame, by, "samples_per_s")
-    table = rate[[*by, "n"]].assign(
-        steps_per_s=rate["median"],
-        steps_per_s_iqr=rate["q75"] - rate["q25"],
-        samples_per_s=samples["median"],
-        ratio=ratio["median"],
-        ratio_q25=ratio["q25"],
-        ratio_q75=ratio["q75"],
-        cpu_ratio=cpu_ratio["median"],
-    )
-    if frame["peak_bf16_fraction"].notna().any():
-        table["peak_bf16_fraction"] = analysis.aggregate(frame, by, "peak_bf16_fraction")["median"]
+def with_ratios(frame: pd.DataFrame, by: Sequence[str], baseline: str) -> pd.DataFrame:
+    """``frame`` plus ``ratio`` (and ``cpu_ratio``): each row's time per run-step over the ``baseline``
+    implementation's in the same case ``by`` and repeat (> 1: slower), and ``speedup`` = 1 / ratio."""
+    key = [*by, "repeat"]
+    run_steps = frame["steps"] * frame["members"]
+    per_step = frame[key].assign(wall=frame["seconds"] / run_steps, cpu=frame["cpu_seconds"] / run_steps)
+    base = per_step[frame["impl"] == baseline]
+    merged = per_step.merge(base, on=key, how="left", suffixes=("", "_base"))  # keeps per_step's row order
+    ratio = (merged["wall"] / merged["wall_base"]).to_numpy()
+    return frame.assign(ratio=ratio, cpu_ratio=(merged["cpu"] / merged["cpu_base"]).to_numpy(), speedup=1 / ratio)
+
+
+def summary_table(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Per case ``by`` and implementation, the median over repeats (and IQR) of steps/s, samples/s, the time ratio
+    to the baseline, the speedup and the fraction of the bf16 peak."""
+    group = [*by, "impl"]
+    stats = {column: analysis.aggregate(frame, group, column) for column in SUMMARIZED if column in frame}
+    table = stats["steps_per_s"][[*group, "n"]].copy()
+    for column, values in stats.items():
+        table[column] = values["median"]
+        table[f"{column}_q25"], table[f"{column}_q75"] = values["q25"], values["q75"]
     order = {impl: i for i, impl in enumerate(dict.fromkeys(frame["impl"]))}
-    return table.sort_values(by, key=lambda c: c.map(order) if c.name == "impl" else c, kind="stable")
+    return table.sort_values(group, key=lambda c: c.map(order) if c.name == "impl" else c, kind="stable")
 
 
-def format_table(table: pd.DataFrame, markdown: bool = False) -> str:
-    """The summary as aligned text, or as a Markdown table for the README."""
+SUMMARIZED = ("steps_per_s", "samples_per_s", "ratio", "cpu_ratio", "speedup", "peak_bf16_fraction")
+
+
+def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: bool = False) -> str:
+    """The summary as aligned text, or as a Markdown table: ``ratio`` is the column shown against the baseline
+    (``ratio``: time / bare; ``speedup``: serial time / fused time)."""
     from normexp.cli import _markdown_table, _text_table  # shared table formatting (lazily: cli imports much)
 
-    header = ["experiment", "impl", "steps/s (IQR)", "samples/s", "time / bare (IQR)", "CPU time / bare"]
-    has_peak = "peak_bf16_fraction" in table
+    label = {"ratio": "time / bare", "speedup": "speedup"}[ratio]
+    has_peak = "peak_bf16_fraction" in table and table["peak_bf16_fraction"].notna().any()
+    header = [*by, "impl", "steps/s (IQR)", "samples/s", f"{label} (IQR)", "CPU time / base"]
     header += ["% bf16 peak"] if has_peak else []
     rows = [
         [
-            r.experiment,
+            *(str(getattr(r, column)) for column in by),
             r.impl,
-            f"{r.steps_per_s:.1f} ({r.steps_per_s_iqr:.1f})",
+            f"{r.steps_per_s:.1f} ({r.steps_per_s_q75 - r.steps_per_s_q25:.1f})",
             f"{r.samples_per_s:.0f}",
-            f"{r.ratio:.3f} ({r.ratio_q25:.3f}–{r.ratio_q75:.3f})",
-            f"{r.cpu_ratio:.3f}" if math.isfinite(r.cpu_ratio) else "-",
+            f"{getattr(r, ratio):.3f} ({getattr(r, f'{ratio}_q25'):.3f}–{getattr(r, f'{ratio}_q75'):.3f})",
+            f"{r.cpu_ratio:.3f}",
         ]
         + ([f"{100 * r.peak_bf16_fraction:.2f}"] if has_peak else [])
         for r in table.itertuples()
@@ -415,12 +414,74 @@ def overhead_line(frame: pd.DataFrame) -> str:
     """One line: the runner's time per step over the bare loop's, median (IQR) over repeats and experiments."""
     runner_rows = frame[frame["impl"] == "runner"]
     stats = analysis.seed_stats(runner_rows["ratio"])
-    cpu = runner_rows["cpu_ratio"].median()
-    cpu_text = f"; CPU time {cpu:.3f}" if math.isfinite(cpu) else ""
     return (
         f"overhead ratio (runner / bare time per step, median of {stats['n']} paired repeats): {stats['median']:.3f} "
-        f"(IQR {stats['q25']:.3f}–{stats['q75']:.3f}{cpu_text})"
+        f"(IQR {stats['q25']:.3f}–{stats['q75']:.3f}; CPU time {runner_rows['cpu_ratio'].median():.3f})"
     )
+
+
+# --- the runner against the bare loop --------------------------------------------------------------------------
+
+
+def bench_experiment(
+    cfg: DictConfig, variants: Sequence[str], repeats: int, warmup: int, seconds: float, steps: int | None
+) -> pd.DataFrame:
+    """Rows (one per implementation × repeat) for one experiment's config: the runner, the bare loop, variants."""
+    if steps is None:
+        probe = time_bare(cfg, warmup, 10)
+        train = cfg.train
+        steps = window_steps(probe.steps / probe.seconds, seconds, train.log_every, train.checkpoint_every, train.steps)
+    measure: dict[str, Callable[[], Window]] = {
+        "runner": partial(time_runner, cfg, warmup, steps),
+        "bare": partial(time_bare, cfg, warmup, steps),
+    } | {f"bare+{variant}": partial(time_bare, cfg, warmup, steps, variant) for variant in variants}
+    flops, peak = flops_per_step(cfg), peak_bf16_flops(runner.select_device(cfg.device))
+    rows = [
+        window_row(cfg, impl, repeat, window) | {"warmup_steps": warmup, "flops_per_step": flops}
+        for repeat, impl, window in alternate(measure, repeats)
+    ]
+    frame = pd.DataFrame(rows).assign(achieved_flops=lambda f: f["flops_per_step"] * f["steps_per_s"])
+    frame["peak_bf16_fraction"] = frame["achieved_flops"] / peak if peak else math.nan
+    return with_ratios(frame, ["experiment"], "bare")
+
+
+# --- fused runs against serial runs -----------------------------------------------------------------------------
+
+FUSED_CASES = (
+    ("ioffe2015-fig1", ("norm=gn", "norm.groups=4")),  # the MLP; GN: BN cannot normalize one sample per feature
+    ("batchsize", ("norm=bn",)),  # the micro-batch grid's CNN
+    ("batchsize", ("norm=gn",)),
+)
+FUSED_BATCHES = (1, 8, 64)
+
+
+def time_fused(cfgs: Sequence[DictConfig], warmup: int, steps: int) -> Window:
+    """Time fused steps ``(warmup, warmup + steps]`` of the members ``cfgs`` (each step advances every member)."""
+    cfgs = [with_steps(cfg, warmup + steps) for cfg in cfgs]
+    with StepClock(warmup, warmup + steps, runner.select_device(cfgs[0].device)) as clock:
+        fused = FusedRuns(cfgs)
+        for _ in range(warmup + steps):
+            fused.train_step()
+    return clock.window()
+
+
+def bench_fused(
+    cfg: DictConfig, members: int, repeats: int, warmup: int, seconds: float, steps: int | None
+) -> pd.DataFrame:
+    """``members`` seeds of ``cfg`` fused against one run of the bare loop (serial: ``members`` such runs)."""
+    cfgs = [OmegaConf.merge(cfg, {"seed": seed}) for seed in range(members)]
+    if steps is None:
+        probe = time_fused(cfgs, warmup, 3)
+        steps = window_steps(probe.steps / probe.seconds, seconds, log_every=1, checkpoint_every=0, run_steps=1)
+    measure = {
+        "serial": partial(time_bare, cfg, warmup, members * steps),
+        "fused": partial(time_fused, cfgs, warmup, steps),
+    }
+    rows = [
+        window_row(cfg, impl, repeat, window, members if impl == "fused" else 1) | {"norm": cfg.norm.name}
+        for repeat, impl, window in alternate(measure, repeats)
+    ]
+    return with_ratios(pd.DataFrame(rows), ["experiment", "norm", "batch_size"], "serial")
 
 
 # --- command line -------------------------------------------------------------------------------------------
@@ -429,14 +490,17 @@ def overhead_line(frame: pd.DataFrame) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The benchmark's options (shared by ``scripts/bench.py`` and a ``normexp bench`` command)."""
     parser.add_argument("--quick", action="store_true", help="one experiment, 3 short repeats: < 1 min on CPU")
+    parser.add_argument("--fused", action="store_true", help="fused runs against serial runs at batch 1, 8, 64")
     parser.add_argument("--experiments", nargs="+", default=None, help=f"default: {' '.join(EXPERIMENTS)}")
     parser.add_argument("--scale", default="cpu", help="the experiments' scale (smoke | cpu | paper)")
-    parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 5; quick 3)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating repeats (default 5; quick, fused 3)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--variants", default=None, help="comma list of bare-loop variants (default: GPU only, all)")
     parser.add_argument("--seconds", type=float, default=None, help="target seconds per window (default 3; quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="steps per window (default: calibrated to --seconds)")
-    parser.add_argument("--warmup", type=int, default=20, help="steps before the window (warm-up, compilation)")
+    parser.add_argument("--warmup", type=int, default=None, help="steps before the window (default 20; fused 3)")
+    parser.add_argument("--members", type=int, default=8, help="fused runs per cell (seeds 0 .. members-1)")
+    parser.add_argument("--batches", type=int, nargs="+", default=FUSED_BATCHES, help="batch sizes of --fused")
     parser.add_argument("--synthetic", action="store_true", help="generated data of the datasets' shapes")
     parser.add_argument("--override", dest="overrides", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default: results/bench/<device>.csv)")
@@ -444,8 +508,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Benchmark, write the CSV, print the summary table and, last, the runner's overhead ratio."""
+    """Benchmark, write the CSV, print the summary table and, last, the headline number."""
     device = runner.select_device(args.device)
+    frame, by, ratio, headline = (run_fused if args.fused else run_overhead)(args, device)
+    name = f"{'fused-' if args.fused else ''}{device_slug(device)}{'-quick' if args.quick else ''}.csv"
+    out = args.out or RESULTS_DIR / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(f"\n{format_table(summary_table(frame, by), by, ratio, args.markdown)}\n\nwrote {out}")
+    print(headline)
+    return 0
+
+
+def run_overhead(args: argparse.Namespace, device: torch.device) -> tuple[pd.DataFrame, list[str], str, str]:
+    """The runner against the bare loop (and its variants) for each experiment."""
     experiments = args.experiments or (QUICK_EXPERIMENTS if args.quick else EXPERIMENTS)
     repeats = args.repeats or (3 if args.quick else 5)
     seconds = args.seconds or (1.0 if args.quick else 3.0)
@@ -454,17 +530,35 @@ def run(args: argparse.Namespace) -> int:
     frames = []
     for experiment in experiments:
         cfg = bench_config(experiment, args.scale, str(device), args.synthetic, args.overrides)
-        frames.append(bench_experiment(cfg, variants, repeats, args.warmup, seconds, args.steps))
-        done = frames[-1]
-        print(f"{experiment}: {len(done)} windows of {done['steps'].iloc[0]} steps", flush=True)
+        try:
+            frames.append(bench_experiment(cfg, variants, repeats, args.warmup or 20, seconds, args.steps))
+        except Exception as error:  # one experiment the runner cannot train yet must not cost the others
+            print(f"{experiment}: skipped, {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            continue
+        print(f"{experiment}: {len(frames[-1])} windows of {frames[-1]['steps'].iloc[0]} steps", flush=True)
+    if not frames:
+        raise RuntimeError("no experiment could be benchmarked (see the messages above)")
     frame = pd.concat(frames, ignore_index=True)
-    suffix = "-quick" if args.quick else ""
-    out = args.out or RESULTS_DIR / f"{device_slug(device)}{suffix}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
-    print(f"\n{format_table(summary_table(frame), args.markdown)}\n\nwrote {out}")
-    print(overhead_line(frame))
-    return 0
+    return frame, ["experiment"], "ratio", overhead_line(frame)
+
+
+def run_fused(args: argparse.Namespace, device: torch.device) -> tuple[pd.DataFrame, list[str], str, str]:
+    """``--members`` fused seeds against serial runs, per fused case and batch size."""
+    cases = [c for c in FUSED_CASES if args.experiments is None or c[0] in args.experiments]
+    frames = []
+    for (experiment, overrides), batch in itertools.product(cases, args.batches):
+        extra = [*overrides, f"train.batch_size={batch}", *args.overrides]
+        cfg = bench_config(experiment, args.scale, str(device), args.synthetic, extra)
+        frames.append(
+            bench_fused(cfg, args.members, args.repeats or 3, args.warmup or 3, args.seconds or 2.0, args.steps)
+        )
+        print(f"{experiment} {' '.join(overrides)} batch {batch}: {len(frames[-1])} windows", flush=True)
+    frame = pd.concat(frames, ignore_index=True)
+    speedups = analysis.aggregate(frame[frame["impl"] == "fused"], ["batch_size"], "speedup")
+    headline = "fused speedup over serial (median over cases and repeats): " + ", ".join(
+        f"batch {r.batch_size}: {r.median:.2f}x" for r in speedups.itertuples()
+    )
+    return frame, ["experiment", "norm", "batch_size"], "speedup", headline
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -169,7 +169,7 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
 
 def validate(cfg: DictConfig) -> None:
     """Reject impossible values and unknown names before any work starts (raises :class:`ConfigError`)."""
-    from normexp import data, models, optim, probes
+    from normexp import data, models, optim, probes, tasks
 
     train, opt = cfg.train, cfg.optim
     for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
@@ -200,6 +200,7 @@ def validate(cfg: DictConfig) -> None:
     _check_choice("logger", cfg.logger.name, ("none", "wandb"))
     for name in cfg.probes:
         _check_choice("probes", name, probes.PROBES)
+    tasks.of(cfg.data)
     data.check_available(cfg.data)
     _check_model_and_probes(cfg)
 

@@ -20,12 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from normexp import checkpoint, data, models, norms, optim, probes, tracking
+from normexp import checkpoint, data, models, norms, optim, probes, tasks, tracking
 from normexp.config import norm_options
 from normexp.rundir import (
     METRICS_LOG,
@@ -65,26 +64,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy over the last dim: (N, K) logits for classes, or (N, T, V) for next-token prediction."""
-    return F.cross_entropy(logits.flatten(0, -2), target.flatten(), reduction=reduction)
-
-
-def correct_count(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How many predictions (samples, or tokens) are right, as a tensor on the device."""
-    return (logits.argmax(-1) == target).sum()
-
-
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> dict[str, float]:
-    """Mean loss and accuracy per target (sample or token) over ``(x, y)`` in eval mode, in batches."""
+def evaluate(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, task: tasks.Task = tasks.CLASSIFICATION
+) -> dict[str, float]:
+    """Mean loss, and accuracy when the task has one, per target over ``(x, y)`` in eval mode, in batches."""
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
-        loss += loss_fn(logits, target, reduction="sum")
-        correct += correct_count(logits, target)
-    return {"test/loss": loss.item() / y.numel(), "test/acc": correct.item() / y.numel()}
+        loss += task.loss(logits, target, reduction="sum")
+        if task.correct:
+            correct += task.correct(logits, target)
+    metrics = {"test/loss": loss.item() / y.numel()}
+    return metrics | ({"test/acc": correct.item() / y.numel()} if task.correct else {})
 
 
 class Diverged(Exception):
@@ -116,7 +109,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim, cfg.schedule, cfg.train.steps, lr)
     run_probes = probes.build(cfg.probes, model, splits)
     sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed)
-    loop = _Loop(cfg.train, model, optimizer, scheduler, splits, sampler, run_probes)
+    # The loop reads its knobs every step: a plain TrainConfig, since each DictConfig lookup costs ~20 µs.
+    train_cfg = OmegaConf.to_object(cfg.train)
+    loop = _Loop(train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, tasks.of(cfg.data))
     saved = run_dir / checkpoint.CHECKPOINT_FILE
     if cfg.resume == "auto" and saved.exists():
         loop.load_state_dict(checkpoint.load(saved, device))
@@ -176,9 +171,9 @@ BEST = {"test/acc": max, "test/loss": min}
 class _Loop:
     """The training loop's state: the step, the metrics accumulated since the last record, the last metrics."""
 
-    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes) -> None:
+    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, task) -> None:
         self.cfg, self.model, self.optimizer, self.scheduler = train_cfg, model, optimizer, scheduler
-        self.splits, self.sampler, self.probes = splits, sampler, run_probes
+        self.splits, self.sampler, self.probes, self.task = splits, sampler, run_probes, task
         self.log: MetricsLog | None = None
         self.tracker: tracking.Tracker = tracking.Tracker()
         self.step = self.trained_steps = 0
@@ -186,6 +181,7 @@ class _Loop:
         self.last_metrics: dict[str, float] = {}
         self.best: dict[str, float] = {}
         self.steps_to_target: int | None = None  # first evaluation step with test/acc >= train.target_acc
+        self._counts_steps = any(callable(getattr(m, "set_global_step", None)) for m in model.modules())
         device = splits.train_x.device
         self._loss_sum, self._correct, self._seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
 
@@ -196,6 +192,7 @@ class _Loop:
             total=cfg.steps, initial=self.step, disable=not cfg.progress or None, dynamic_ncols=True, unit="step"
         )
         started = time.perf_counter() - self.elapsed
+        self.model.train()
         with bar:
             if self.step == 0:
                 self._record(self._evaluate(), bar)
@@ -220,7 +217,8 @@ class _Loop:
         """One optimizer step over ``accumulate`` draws of ``batch_size`` samples, forwarded ``norm_batch`` at a time
         (the samples that share a norm's batch statistics)."""
         cfg, step = self.cfg, self.step + 1
-        norms.set_global_step(self.model, step)
+        if self._counts_steps:
+            norms.set_global_step(self.model, step)
         self.optimizer.zero_grad(set_to_none=True)
         samples = cfg.batch_size * cfg.accumulate
         for _ in range(cfg.accumulate):
@@ -228,14 +226,17 @@ class _Loop:
             x, y = self.splits.train_x[indices], self.splits.train_y[indices]
             for probe in self.probes:
                 self._record(probe.on_batch(self.model, x, y, step, self.optimizer.param_groups[0]["lr"]), step=step)
-            self.model.train()
-            for xs, ys in zip(x.split(cfg.norm_batch or len(x)), y.split(cfg.norm_batch or len(y)), strict=True):
+            if self.probes:
+                self.model.train()  # a probe may have evaluated the model
+            chunk = cfg.norm_batch or len(x)
+            for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True) if chunk < len(x) else [(x, y)]:
                 logits = self.model(xs)
-                loss = loss_fn(logits, ys)
-                (loss * len(ys) / samples).backward()
+                loss = self.task.loss(logits, ys)
+                (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
                 with torch.no_grad():
-                    self._loss_sum += loss.detach() * ys.numel()
-                    self._correct += correct_count(logits, ys)
+                    self._loss_sum.add_(loss.detach(), alpha=ys.numel())
+                    if self.task.correct:
+                        self._correct += self.task.correct(logits, ys)
                 self._seen += ys.numel()
         self.optimizer.step()
         self.scheduler.step()
@@ -243,11 +244,9 @@ class _Loop:
 
     def _training_metrics(self) -> dict[str, float]:
         loss = self._loss_sum.item() / self._seen
-        metrics = {
-            "train/loss": loss,
-            "train/acc": self._correct.item() / self._seen,
-            "lr": self.optimizer.param_groups[0]["lr"],
-        }
+        metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+        if self.task.correct:
+            metrics["train/acc"] = self._correct.item() / self._seen
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = 0
@@ -260,9 +259,10 @@ class _Loop:
 
     def _evaluate(self) -> dict[str, float]:
         self.model.eval()
-        metrics = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size)
+        metrics = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.task)
         for probe in self.probes:
             metrics |= probe.on_eval(self.model, self.step)
+        self.model.train()
         return metrics
 
     def _record(self, metrics: dict[str, float], bar: tqdm | None = None, step: int | None = None) -> None:

@@ -94,6 +94,14 @@ def test_a_diverged_run_ranks_below_every_finished_one() -> None:
     assert "3 diverged" in result.checks[1].measured
 
 
+def test_runs_whose_norm_batch_is_smaller_than_the_batch_are_not_cells_of_the_grid() -> None:
+    frame = summary(QIAO).assign(**{"train.norm_batch": math.nan})
+    bn_large = frame[(frame[NORM] == "bn") & (frame[BATCH] == 64)]
+    per_image = bn_large.assign(**{"train.norm_batch": 1, "final/test/acc": 0.1, "run_id": bn_large["run_id"] + "-n1"})
+    result = claims.get("qiao2019-microbatch").verify(Results(pd.DataFrame(), pd.concat([frame, per_image])), "test")
+    assert result.verdict == "reproduced" and "bn@64 90.00" in result.checks[0].measured
+
+
 @pytest.mark.parametrize("claim_id", ["qiao2019-microbatch", "wu2018-batchsize"])
 def test_fewer_than_three_seeds_or_a_missing_cell_is_insufficient_data(claim_id: str) -> None:
     cells = QIAO | WU
@@ -149,6 +157,19 @@ def test_every_batch_sees_the_same_images_at_a_linearly_scaled_lr(compose, batch
     assert cfg.train.steps * batch == 4096
     assert list(cfg.schedule.milestones) == [2048 // batch, 3072 // batch]  # ×0.1 after 50% and 75% of the images
     assert optim.scaled_lr(cfg.optim, batch) == pytest.approx(cfg.optim.lr * batch / 64)
+
+
+def test_paper_scale_is_he_et_als_cifar_recipe_counted_in_images(compose) -> None:
+    cfg = compose("experiment=batchsize", "scale=paper", "train.batch_size=2")
+    assert (cfg.model.name, list(cfg.model.widths), cfg.model.zero_init_residual) == (
+        "resnet",
+        [64, 128, 256, 512],
+        True,
+    )
+    assert (cfg.data.name, cfg.data.augment) == ("cifar10", True)
+    assert cfg.train.steps * 2 == 64_000 * 128  # 64k iterations of 128 images
+    assert list(cfg.schedule.milestones) == [32_000 * 64, 48_000 * 64]  # 32k and 48k iterations of 128
+    assert (cfg.optim.momentum, cfg.optim.weight_decay, optim.scaled_lr(cfg.optim, 128)) == (0.9, 1e-4, 0.1)
 
 
 def test_experiment_runs_at_smoke_scale(cli, out_dir: Path) -> None:

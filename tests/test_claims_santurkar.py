@@ -3,7 +3,6 @@ every experiment at smoke scale, and the landscape figures regenerated from runs
 
 from __future__ import annotations
 
-import inspect
 import shutil
 from pathlib import Path
 
@@ -152,10 +151,6 @@ def test_experiment_runs_at_smoke_scale(compose, tmp_path: Path, experiment: str
     assert metrics <= set(read_metrics_log(tmp_path / "run" / "metrics.jsonl")["metric"])
 
 
-@pytest.mark.skipif(
-    "task" not in inspect.signature(runner.evaluate).parameters,
-    reason="the deep linear network needs the runner to take its loss from data.task (a proposed runner change)",
-)
 def test_deep_linear_network_runs_at_smoke_scale(compose, tmp_path: Path) -> None:
     summary = runner.train(compose("experiment=santurkar2018-dln", "norm=bn", "train.steps=4"), tmp_path / "run")
     assert summary["status"] == "completed" and "test/acc" not in summary["final"]

@@ -14,6 +14,7 @@ from normexp import models
 from normexp.config import CONFIG_DIR
 from normexp.models.resnet import BasicBlock, PadShortcut
 from normexp.norms import NormSpec
+from normexp.runner import train
 
 CIFAR = (3, 32, 32)
 
@@ -107,3 +108,10 @@ def test_bn_with_one_image_normalizes_each_channel_over_its_own_pixels() -> None
     model(torch.randn(1, *CIFAR))
     expected = F.instance_norm(seen["input"], weight=block.norm.weight, bias=block.norm.bias, eps=block.norm.eps)
     torch.testing.assert_close(seen["output"], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_resnet20_with_gn_ws_trains_on_cifar_shapes_through_the_runner(compose, tmp_path) -> None:
+    overrides = ("model=resnet20", "data=cifar10", "norm=gn+ws", "norm.groups=null", "norm.group_size=8")
+    cfg = compose(*overrides, "train.steps=3", "train.batch_size=8", "train.eval_every=3", "data.test_size=16")
+    summary = train(cfg, tmp_path / "run")
+    assert summary["status"] == "completed" and summary["steps"] == 3

@@ -25,7 +25,7 @@ def statuses(out_dir: Path) -> dict[str, str]:
     return {
         folder.name: json.loads((folder / "summary.json").read_text())["status"]
         for folder in sorted((out_dir / "adhoc" / "smoke").iterdir())
-        if folder.is_dir()
+        if folder.is_dir() and not folder.name.startswith(".")  # submitit's job logs live in .submitit/
     }
 
 

@@ -24,6 +24,7 @@ from normexp.rundir import atomic_write
 
 NORM = "norm.name"
 BATCH = "train.batch_size"
+NORM_BATCH = "train.norm_batch"
 FINAL_ACC = "final/test/acc"
 MIN_SEEDS = 3
 """PAPERS.md: "Seeds" means at least 3 seeds per cell."""
@@ -36,11 +37,14 @@ if not OmegaConf.has_resolver("div"):
 
 
 def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished run: norm, batch, seed, status, ``acc`` and ``error`` in points (±inf if diverged)."""
-    for column in (NORM, BATCH, "seed", "status", FINAL_ACC):
+    """One row per finished run: norm, batch, seed, status, wall time, ``acc`` and ``error`` in points (±inf if
+    diverged). Runs whose norm batch is smaller than their batch (``train.norm_batch``) are not literal batches and
+    are left out."""
+    for column in (NORM, BATCH, "seed", "status", "wall_time_s", FINAL_ACC):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
-    runs = summary[summary["status"].isin(["completed", "diverged"])]
+    literal = summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else True
+    runs = summary[summary["status"].isin(["completed", "diverged"]) & literal]
     acc = np.where(runs["status"] == "diverged", -math.inf, 100 * runs[FINAL_ACC].astype(float))
     return runs[[NORM, BATCH, "seed", "status", "wall_time_s"]].assign(acc=acc, error=100 - acc)
 
@@ -83,6 +87,14 @@ def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> Non
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.set(xlabel="batch size (images per norm batch and per step)", ylabel="test error (%)")
     ax.legend(title="norm")
+
+
+def setting(summary: pd.DataFrame) -> str:
+    """``model, data, N images per run`` of the stored runs (as far as the columns tell), for figure titles."""
+    parts = [str(summary[column].iloc[0]) for column in ("model.name", "data.name") if column in summary]
+    if "train.steps" in summary:
+        parts.append(f"{int((summary['train.steps'] * summary[BATCH]).median())} images per run")
+    return ", ".join(parts)
 
 
 def table(final: pd.DataFrame, norms: Sequence[str], paper: dict[str, dict[int, float]] | None = None) -> str:

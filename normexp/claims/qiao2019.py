@@ -15,7 +15,16 @@ from pathlib import Path
 
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register
-from normexp.claims.batchsize import EXPERIMENT, describe, error_vs_batch, final_accuracy, median, save_table, table
+from normexp.claims.batchsize import (
+    EXPERIMENT,
+    describe,
+    error_vs_batch,
+    final_accuracy,
+    median,
+    save_table,
+    setting,
+    table,
+)
 
 NORMS = ("bn", "gn", "gn+ws", "bcn+ws")
 LARGE = 64
@@ -66,7 +75,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     final = final_accuracy(results.summary)
     fig, (ax,) = plotting.figure(width=5.0, height=3.6)
     error_vs_batch(ax, final, NORMS)
-    ax.set_title("micro-batch training (Qiao et al. 2019)")
+    ax.set_title(f"micro-batch training (Qiao et al. 2019)\n{setting(results.summary)}", fontsize=9)
     note = "Qiao et al.'s CIFAR tables could not be read (PAPERS.md §2): no paper numbers at this scale.\n\n"
     return [*plotting.save(fig, out, "microbatch"), save_table(note + table(final, NORMS), out, "microbatch")]
 

@@ -15,7 +15,16 @@ from pathlib import Path
 
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register
-from normexp.claims.batchsize import EXPERIMENT, describe, error_vs_batch, final_accuracy, median, save_table, table
+from normexp.claims.batchsize import (
+    EXPERIMENT,
+    describe,
+    error_vs_batch,
+    final_accuracy,
+    median,
+    save_table,
+    setting,
+    table,
+)
 
 BATCHES = (32, 16, 8, 4, 2)
 """Wu & He's images per GPU, largest first."""
@@ -60,7 +69,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     final = final_accuracy(results.summary)
     fig, (ours, theirs) = plotting.figure(ncols=2, width=4.6, height=3.6)
     error_vs_batch(ours, final, ("bn", "gn"))
-    ours.set_title("ours")
+    ours.set_title(f"ours: {setting(results.summary)}", fontsize=9)
     for label, row in PAPER_ERROR.items():
         norm = label.split(",")[0].lower()
         batches = sorted(row)

@@ -67,7 +67,7 @@ DATASETS: dict[str, DatasetInfo] = (
             synthesize_pairs,
         ),
         "linear_regression": DatasetInfo(
-            "x ~ N(0, I_10), y = Ax (Santurkar et al. 2018's deep linear network task; generated, data.task: regression)",
+            "y = Ax, x ~ N(0, I_10): Santurkar et al. 2018's deep linear network task (generated; a regression)",
             (DIM,),
             DIM,
             load_linear_regression,

@@ -145,4 +145,9 @@ def build_resnet(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_cla
             "count with one width per stage.",
             fix="give both lists one entry per stage, e.g. blocks=[3,3,3] widths=[16,32,64]",
         )
+    if cfg.shortcut == "A" and list(cfg.widths) != sorted(cfg.widths):
+        raise ConfigError(
+            f"option-A shortcuts pad channels, so model.widths={list(cfg.widths)} may not shrink.",
+            fix="set model.shortcut=B (1×1 conv projections)",
+        )
     return CifarResNet(input_shape[0], cfg.blocks, cfg.widths, num_classes, norm, cfg.shortcut, cfg.zero_init_residual)

@@ -4,7 +4,7 @@ A probe is measurement only: it must not change the training trajectory (weights
 The runner calls two hooks, each returning ``{metric: value}`` to record at that step:
 
 * ``on_batch(model, x, y, step, lr)`` with every training batch, before the update (a probe measuring less
-  often checks ``step``); ``normexp.runner.loss_fn`` is the training loss;
+  often checks ``step``); ``normexp.tasks`` gives the training loss (``data.task``);
 * ``on_eval(model, step)`` at each evaluation step, after the test-set evaluation.
 """
 

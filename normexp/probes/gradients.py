@@ -15,6 +15,7 @@ from torch import nn
 from normexp.data.splits import Splits
 from normexp.errors import ConfigError
 from normexp.probes.base import Probe
+from normexp.tasks import cross_entropy
 
 
 class GradientNorms(Probe):
@@ -55,7 +56,6 @@ class GradientNorms(Probe):
         """At step 0 (initialization), the two norms of each matched weight; nothing later."""
         if step != 0:
             return {}
-        from normexp.runner import loss_fn  # the training loss; imported here as the runner imports the probes
 
         parameters = dict(model.named_parameters())
         weights = [parameters[name] for name in self.names]
@@ -67,7 +67,7 @@ class GradientNorms(Probe):
             with torch.enable_grad():
                 for indices in self.batches.to(self.splits.train_x.device):
                     x, y = self.splits.train_x[indices], self.splits.train_y[indices]
-                    grads = torch.autograd.grad(loss_fn(model(x), y), weights)
+                    grads = torch.autograd.grad(cross_entropy(model(x), y), weights)
                     for running, grad in zip(total, grads, strict=True):
                         running += grad
                     norms += torch.stack([grad.norm() for grad in grads])
