@@ -262,7 +262,8 @@ def build_bare(cfg: DictConfig, steps: int, variant: str = "") -> BareLoop:
         accel.compile_model(model)
     if fast.cuda_graphs:
         model = accel.graph_training_step(model, splits.train_x[:batch].to(device), bf16=fast.bf16)
-    return BareLoop(model, optimizer, scheduler, batches, tasks.of(cfg.data).loss, splits.augment, device, fast)
+    loss = tasks.of(cfg.data).training_loss
+    return BareLoop(model, optimizer, scheduler, batches, loss, splits.augment, device, fast)
 
 
 def resident_batches(splits: Splits, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:

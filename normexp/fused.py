@@ -56,6 +56,13 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
         raise ConfigError("fused runs do not call probes.", fix="run cells with probes one by one")
     if cfgs[0].data.get("augment"):
         raise ConfigError("fused runs do not augment (draws would differ).", fix="set data.augment=false")
+    task = tasks.of(cfgs[0].data)
+    if task.count is not tasks.element_count or task.label_smoothing:
+        raise ConfigError(
+            f"fused runs average every target element: task {task.name!r} (padding or label smoothing) is not "
+            "supported.",
+            fix="run this cell's runs one by one",
+        )
 
 
 def _without_member_keys(cfg: DictConfig) -> dict[str, Any]:

@@ -68,7 +68,7 @@ def seed_everything(seed: int) -> None:
 def evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, task: tasks.Task = tasks.CLASSIFICATION
 ) -> dict[str, float]:
-    """Mean loss, and accuracy when the task has one, per target over ``(x, y)`` in eval mode, in batches."""
+    """Mean loss, and accuracy when the task has one, per scored target over ``(x, y)`` in eval mode, in batches."""
     loss, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
     for start in range(0, len(x), batch_size):
         logits = model(x[start : start + batch_size])
@@ -76,8 +76,9 @@ def evaluate(
         loss += task.loss(logits, target, reduction="sum")
         if task.correct:
             correct += task.correct(logits, target)
-    metrics = {"test/loss": loss.item() / y.numel()}
-    return metrics | ({"test/acc": correct.item() / y.numel()} if task.correct else {})
+    scored = float(task.count(y))
+    metrics = {"test/loss": loss.item() / scored}
+    return metrics | ({"test/acc": correct.item() / scored} if task.correct else {})
 
 
 class Diverged(Exception):
@@ -231,22 +232,24 @@ class _Loop:
             chunk = cfg.norm_batch or len(x)
             for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True) if chunk < len(x) else [(x, y)]:
                 logits = self.model(xs)
-                loss = self.task.loss(logits, ys)
+                loss = self.task.training_loss(logits, ys)
                 (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
                 with torch.no_grad():
-                    self._loss_sum.add_(loss.detach(), alpha=ys.numel())
+                    scored = self.task.count(ys)
+                    self._loss_sum += loss.detach() * scored
                     if self.task.correct:
                         self._correct += self.task.correct(logits, ys)
-                self._seen += ys.numel()
+                self._seen += scored
         self.optimizer.step()
         self.scheduler.step()
         self.step = step
 
     def _training_metrics(self) -> dict[str, float]:
-        loss = self._loss_sum.item() / self._seen
+        seen = float(self._seen)  # an int, or a tensor when the task counts scored tokens on the device
+        loss = self._loss_sum.item() / seen
         metrics = {"train/loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
         if self.task.correct:
-            metrics["train/acc"] = self._correct.item() / self._seen
+            metrics["train/acc"] = self._correct.item() / seen
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = 0

@@ -13,10 +13,11 @@ from omegaconf import OmegaConf
 
 from normexp import data
 from normexp.data.splits import Splits
-from normexp.data.translation import BOS, EOS, IGNORE, PAD, UNK, pack
+from normexp.data.translation import BOS, EOS, PAD, UNK, pack
 from normexp.errors import DataError
 from normexp.probes.translation import Bleu
 from normexp.runner import train
+from normexp.tasks import IGNORE
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_iwslt14.py"
 

@@ -20,11 +20,10 @@ import torch
 
 from normexp.data.splits import Splits
 from normexp.errors import DataError
+from normexp.tasks import IGNORE
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
-IGNORE = -100
-"""Target id skipped by ``torch.nn.functional.cross_entropy`` (its default ``ignore_index``)."""
 SOURCE, TARGET = "de", "en"
 
 

@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from normexp.data.splits import Splits
-from normexp.data.translation import IGNORE
 from normexp.probes.base import Probe
+from normexp.tasks import IGNORE
 
 
 class UnigramLoss(Probe):

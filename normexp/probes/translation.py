@@ -11,9 +11,10 @@ import torch
 from torch import nn
 
 from normexp.data.splits import Splits
-from normexp.data.translation import BOS, EOS, IGNORE, PAD
+from normexp.data.translation import BOS, EOS, PAD
 from normexp.errors import ConfigError
 from normexp.probes.base import Probe
+from normexp.tasks import IGNORE
 
 
 def as_words(ids: torch.Tensor) -> str:
