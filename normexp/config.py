@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ class TrainConfig:
     diverge_loss: float = 1.0e4  # a training loss above this (or NaN/inf) ends the run as `diverged`
     target_acc: float | None = None  # summary's steps_to_target: first evaluation with test/acc >= this
     checkpoint_every: int = 1000  # steps between checkpoints, also saved at the end and on SIGTERM/SIGUSR1
+    keep_checkpoint: bool = True  # false: delete the checkpoint once the run has ended (completed or diverged)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class NormexpConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms on GPU (slower); CPU runs are deterministic anyway
     threads: int | None = 1  # torch CPU threads per run; None: torch's default (all cores)
     resume: str = "auto"  # auto: continue an unfinished run from its checkpoint; never: start it again
+    fast_path: str = "none"  # GPU fast path: bf16, channels_last, compile, cuda_graphs joined by + (normexp/accel.py)
+    fuse: bool = False  # with -m: train each grid cell's seeds and lrs together as one vmapped model (fused.py)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -108,8 +112,10 @@ class NormexpConfig:
 
 
 def run_name(override_dirname: str, seed: int) -> str:
-    """A run folder's name: its overrides (sorted by Hydra) plus the seed, which every run has."""
-    return ",".join(part for part in (override_dirname, f"seed={seed}") if part)
+    """A run folder's name: its overrides (sorted by Hydra) plus the seed, which every run has. A deletion is named
+    ``~key`` whether Hydra writes it so (one run) or as ``~key=null`` (a sweep's jobs), so both find the same folder."""
+    overrides = re.sub(r"(^|,)(~[^=,]+)=null(?=,|$)", r"\1\2", override_dirname)
+    return ",".join(part for part in (overrides, f"seed={seed}") if part)
 
 
 def workers(gpus: int) -> int:
@@ -169,7 +175,9 @@ def expand_grid(overrides: list[str]) -> list[list[str]]:
 
 def validate(cfg: DictConfig) -> None:
     """Reject impossible values and unknown names before any work starts (raises :class:`ConfigError`)."""
-    from normexp import data, models, optim, probes, tasks
+    import torch
+
+    from normexp import accel, data, models, optim, probes, tasks
 
     train, opt = cfg.train, cfg.optim
     for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
@@ -201,6 +209,14 @@ def validate(cfg: DictConfig) -> None:
     for name in cfg.probes:
         _check_choice("probes", name, probes.PROBES)
     tasks.of(cfg.data)
+    fast = accel.FastPath.parse(cfg.fast_path)
+    if cfg.device == "cpu":  # "auto" is resolved where the run starts: a SLURM login node has no GPU
+        fast.check(torch.device("cpu"))
+    if fast.cuda_graphs and cfg.probes:
+        raise ConfigError(
+            "fast_path cuda_graphs replays one captured batch shape; probes forward other batches.",
+            fix="drop cuda_graphs from fast_path, or remove each probe (~probes.<name>)",
+        )
     data.check_available(cfg.data)
     _check_model_and_probes(cfg)
 

@@ -16,15 +16,23 @@ single optimizer over the stacked parameters updates each member exactly as its 
 member's slices of the stacked parameters form a parameter group with the member's lr, so the arithmetic is the
 separate runs' and the lr schedule applies to each group.
 
+Switched on for a sweep by ``fuse=true`` (``normexp run -m ... fuse=true``, or ``normexp reproduce <claim> --override
+fuse=true``): :func:`normexp.sweep.launch` groups the grid's runs into cells that differ only in seed and lr and
+trains each with :func:`train_cell`, which writes every member's run folder as the runner would (config, metrics,
+summary with ``fused_members``), so aggregation and claims read fused runs like any others.
+
 Not supported, and refused: probes; norms or layers that draw random numbers in the forward pass (``noisy_bn``,
 ``noise``, dropout > 0: vmap refuses random ops rather than silently sharing the noise); data augmentation (the
-draws would differ from separate runs). There are no checkpoints: a fused cell is small and restarts from scratch.
+draws would differ from separate runs). There are no checkpoints: a fused cell is small and an interrupted one
+restarts from scratch.
 """
 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,11 +40,13 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.lr_scheduler import LambdaLR
+from tqdm import tqdm
 
-from normexp import data, models, norms, optim, runner, tasks
+from normexp import checkpoint, data, models, norms, optim, runner, tasks
 from normexp.config import TrainConfig, norm_options
 from normexp.data.splits import Splits
 from normexp.errors import ConfigError
+from normexp.rundir import METRICS_LOG
 
 MEMBER_KEYS = ("seed", "optim.lr")
 """Config keys whose values may differ between the members of a fused cell."""
@@ -46,7 +56,7 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
     """Raise a :class:`ConfigError` unless ``cfgs`` differ only in :data:`MEMBER_KEYS` and use nothing unsupported."""
     if not cfgs:
         raise ConfigError("no runs to fuse.", fix="pass the configs of one grid cell's seeds or learning rates")
-    shared = [_without_member_keys(cfg) for cfg in cfgs]
+    shared = [cell_key(cfg) for cfg in cfgs]
     if any(other != shared[0] for other in shared[1:]):
         raise ConfigError(
             f"fused runs may differ only in {', '.join(MEMBER_KEYS)}; these configs differ elsewhere.",
@@ -54,6 +64,8 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
         )
     if cfgs[0].probes:
         raise ConfigError("fused runs do not call probes.", fix="run cells with probes one by one")
+    if cfgs[0].fast_path != "none":
+        raise ConfigError("fused runs take no fast-path switches.", fix="set fast_path=none")
     if cfgs[0].data.get("augment"):
         raise ConfigError("fused runs do not augment (draws would differ).", fix="set data.augment=false")
     task = tasks.of(cfgs[0].data)
@@ -63,6 +75,11 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
             "supported.",
             fix="run this cell's runs one by one",
         )
+
+
+def cell_key(cfg: DictConfig) -> str:
+    """What the runs of one cell share: the config without :data:`MEMBER_KEYS`."""
+    return repr(_without_member_keys(cfg))
 
 
 def _without_member_keys(cfg: DictConfig) -> dict[str, Any]:
@@ -258,3 +275,71 @@ class FusedRuns:
     def member_state_dict(self, index: int) -> dict[str, torch.Tensor]:
         """Member ``index``'s parameters and buffers under the model's own names (a ``state_dict`` of the net)."""
         return {name: stack[index] for name, stack in (self.params | self.buffers).items()}
+
+
+def train_cell(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Train one cell's runs together; write each one's run folder as :func:`normexp.runner.train` would (same
+    records at the same steps, summary with ``fused_members``; the cell's wall time is every member's) and return
+    their summaries. A member whose training loss diverges ends ``diverged`` at that step and is recorded no more;
+    the others go on. A failure marks every member ``failed`` and propagates."""
+    for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+        runner.start(cfg, run_dir)
+        for stale in (METRICS_LOG, checkpoint.CHECKPOINT_FILE):  # an earlier, unfinished separate run's
+            (run_dir / stale).unlink(missing_ok=True)
+    fused = FusedRuns(cfgs)
+    train_cfg = fused.cfg
+    records = [runner.Record(train_cfg.target_acc) for _ in cfgs]
+    for record, cfg, run_dir in zip(records, cfgs, run_dirs, strict=True):
+        record.open(cfg, run_dir)
+    ended: dict[int, str] = {}  # member -> why it diverged
+    last_step = [0] * fused.size
+    status, started = "failed", time.perf_counter()
+    bar = tqdm(total=train_cfg.steps, disable=not train_cfg.progress or None, unit="step", desc=f"{fused.size} runs")
+    try:
+        _write(records, fused.evaluate(), 0, ended)
+        with bar:
+            for step in range(1, train_cfg.steps + 1):
+                fused.train_step()
+                bar.update()
+                due: list[dict[str, float]] = [{} for _ in cfgs]
+                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
+                    for member, metrics in enumerate(fused.training_metrics()):
+                        due[member] |= metrics
+                        why = runner.divergence(metrics["train/loss"], step, train_cfg.diverge_loss)
+                        if why and member not in ended:  # recorded as the runner does, then no more
+                            records[member].write(metrics, step)
+                            ended[member], last_step[member] = why, step
+                if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
+                    for member, metrics in enumerate(fused.evaluate()):
+                        due[member] |= metrics
+                _write(records, due, step, ended)
+                last_step = [last_step[m] if m in ended else step for m in range(fused.size)]
+                if len(ended) == fused.size:
+                    break
+        status = "completed"
+    finally:
+        elapsed = time.perf_counter() - started
+        errors = [ended.get(m, None if status == "completed" else "the fused cell failed") for m in range(fused.size)]
+        summaries = [
+            runner.finish(
+                cfg,
+                run_dir,
+                record,
+                "diverged" if member in ended else status,
+                errors[member],
+                last_step[member],
+                elapsed,
+                last_step[member],
+                fused.device,
+                fused_members=fused.size,
+            )
+            for member, (cfg, run_dir, record) in enumerate(zip(cfgs, run_dirs, records, strict=True))
+        ]
+    return summaries
+
+
+def _write(records: list[runner.Record], metrics: list[dict[str, float]], step: int, ended: dict[int, str]) -> None:
+    """Record each member's ``metrics`` at ``step``, except members that have ended."""
+    for member, (record, values) in enumerate(zip(records, metrics, strict=True)):
+        if values and member not in ended:
+            record.write(values, step)

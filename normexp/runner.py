@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from tqdm import tqdm
 
-from normexp import checkpoint, data, models, norms, optim, probes, tasks, tracking
+from normexp import accel, checkpoint, data, models, norms, optim, probes, tasks, tracking
 from normexp.config import norm_options
 from normexp.rundir import (
     METRICS_LOG,
@@ -95,32 +96,35 @@ class Interrupted(Exception):
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train the run described by ``cfg`` into ``run_dir`` and return its summary (also in ``summary.json``)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(run_dir, cfg)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    set_deterministic(cfg.deterministic)
+    start(cfg, run_dir)
     seed_everything(cfg.seed)
     device = select_device(cfg.device)
+    fast = accel.FastPath.parse(cfg.fast_path)
+    fast.check(device)
+    fmt = accel.memory_format(fast)
     splits = data.load(cfg.data, seed=cfg.seed).to(device)
+    splits = replace(splits, **{k: accel.to_memory_format(getattr(splits, k), fmt) for k in ("train_x", "test_x")})
     model = models.build(cfg.model, norms.NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
-    model.to(device)
+    model.to(device=device, memory_format=fmt)
     norms.data_dependent_init(model, splits.train_x[: cfg.train.batch_size])
     lr = optim.scaled_lr(cfg.optim, cfg.train.batch_size * cfg.train.accumulate)
     optimizer, scheduler = optim.build(model.parameters(), cfg.optim, cfg.schedule, cfg.train.steps, lr)
     run_probes = probes.build(cfg.probes, model, splits)
+    if fast.compile:
+        accel.compile_model(model)
+    if fast.cuda_graphs:  # captured for the batches the loop forwards: norm_batch samples at a time
+        accel.graph_training_step(model, splits.train_x[: cfg.train.norm_batch or cfg.train.batch_size], fast.bf16)
     sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed)
     # The loop reads its knobs every step: a plain TrainConfig, since each DictConfig lookup costs ~20 µs.
     train_cfg = OmegaConf.to_object(cfg.train)
-    loop = _Loop(train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, tasks.of(cfg.data))
+    loop = _Loop(train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, tasks.of(cfg.data), fast.bf16)
     saved = run_dir / checkpoint.CHECKPOINT_FILE
     if cfg.resume == "auto" and saved.exists():
         loop.load_state_dict(checkpoint.load(saved, device))
         truncate_metrics_log(run_dir / METRICS_LOG, loop.step)
     else:
         (run_dir / METRICS_LOG).unlink(missing_ok=True)
-    loop.log = MetricsLog(run_dir)
-    loop.tracker = tracking.build(resolved_config(cfg), run_dir)
+    loop.record.open(cfg, run_dir)
     status, error, interrupted = "completed", None, None
     try:
         with checkpoint.preemption_flag() as preempted:
@@ -133,29 +137,65 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         status, error = "failed", f"{type(why).__name__}: {why}"
         raise
     finally:
-        loop.log.close()
-        summary = {
-            "status": status,
-            "error": error,
-            "run_name": run_dir.name,
-            "experiment": cfg.experiment_name,
-            "claim": cfg.claim,
-            "scale": cfg.scale_name,
-            "seed": cfg.seed,
-            "steps": loop.step,
-            "total_steps": cfg.train.steps,
-            "wall_time_s": loop.elapsed,
-            "steps_per_s": loop.trained_steps / loop.elapsed if loop.elapsed > 0 else None,
-            "final": loop.last_metrics,
-            "best": loop.best,
-            "steps_to_target": loop.steps_to_target,
-            **environment(device),
-        }
-        write_json(run_dir / SUMMARY_FILE, summary)
-        loop.tracker.finish(tracker_summary(summary))
+        summary = finish(cfg, run_dir, loop.record, status, error, loop.step, loop.elapsed, loop.trained_steps, device)
     if interrupted is not None:
         raise interrupted
+    if not cfg.train.keep_checkpoint:  # an ended run never resumes; only a landscape or a user would read it
+        saved.unlink(missing_ok=True)
     return summary
+
+
+def start(cfg: DictConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` with the run's config (``config.yaml``) and the process's settings from ``cfg``."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(run_dir, cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    set_deterministic(cfg.deterministic)
+
+
+def finish(
+    cfg: DictConfig,
+    run_dir: Path,
+    record: Record,
+    status: str,
+    error: str | None,
+    steps: int,
+    elapsed: float,
+    trained_steps: int,
+    device: torch.device,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Close the run's records and write its ``summary.json`` (``extra`` adds fields); return the summary."""
+    record.log.close()
+    summary = {
+        "status": status,
+        "error": error,
+        "run_name": run_dir.name,
+        "experiment": cfg.experiment_name,
+        "claim": cfg.claim,
+        "scale": cfg.scale_name,
+        "seed": cfg.seed,
+        "steps": steps,
+        "total_steps": cfg.train.steps,
+        "wall_time_s": elapsed,
+        "steps_per_s": trained_steps / elapsed if elapsed > 0 else None,
+        "final": record.last_metrics,
+        "best": record.best,
+        "steps_to_target": record.steps_to_target,
+        **extra,
+        **environment(device),
+    }
+    write_json(run_dir / SUMMARY_FILE, summary)
+    record.tracker.finish(tracker_summary(summary))
+    return summary
+
+
+def divergence(loss: float, step: int, bound: float) -> str | None:
+    """Why a run with training loss ``loss`` at ``step`` has diverged (non-finite, or above ``bound``), or None."""
+    if math.isfinite(loss) and loss <= bound:
+        return None
+    return f"training loss {loss:.4g} at step {step} (bound train.diverge_loss={bound})"
 
 
 def tracker_summary(summary: dict[str, Any]) -> dict[str, Any]:
@@ -169,19 +209,55 @@ BEST = {"test/acc": max, "test/loss": min}
 """Metrics whose best value over training is kept, and what "best" means for each."""
 
 
-class _Loop:
-    """The training loop's state: the step, the metrics accumulated since the last record, the last metrics."""
+class Record:
+    """What a run records: every metric to its log and tracker, and the last value of each, the best test metrics
+    and the first evaluation step with ``test/acc >= target_acc`` for its summary."""
 
-    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, task) -> None:
-        self.cfg, self.model, self.optimizer, self.scheduler = train_cfg, model, optimizer, scheduler
-        self.splits, self.sampler, self.probes, self.task = splits, sampler, run_probes, task
+    def __init__(self, target_acc: float | None) -> None:
+        self.target_acc = target_acc
         self.log: MetricsLog | None = None
         self.tracker: tracking.Tracker = tracking.Tracker()
-        self.step = self.trained_steps = 0
-        self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
         self.last_metrics: dict[str, float] = {}
         self.best: dict[str, float] = {}
-        self.steps_to_target: int | None = None  # first evaluation step with test/acc >= train.target_acc
+        self.steps_to_target: int | None = None
+
+    def open(self, cfg: DictConfig, run_dir: Path) -> None:
+        """Start writing to ``run_dir``'s metrics log (appending) and to the tracker ``cfg.logger`` names."""
+        self.log = MetricsLog(run_dir)
+        self.tracker = tracking.build(resolved_config(cfg), run_dir)
+
+    def write(self, metrics: dict[str, float], step: int) -> None:
+        """Record ``metrics`` measured at ``step``."""
+        self.log.write(step, metrics)
+        self.tracker.log(metrics, step)
+        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        self.last_metrics |= finite
+        for name in BEST.keys() & finite.keys():
+            self.best[name] = BEST[name](self.best.get(name, finite[name]), finite[name])
+        target = self.target_acc
+        if target is not None and self.steps_to_target is None and finite.get("test/acc", -math.inf) >= target:
+            self.steps_to_target = step
+
+    def state_dict(self) -> dict[str, Any]:
+        """The summary's state, for a checkpoint."""
+        return {"last_metrics": self.last_metrics, "best": self.best, "steps_to_target": self.steps_to_target}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`."""
+        self.last_metrics, self.best = dict(state["last_metrics"]), dict(state["best"])
+        self.steps_to_target = state["steps_to_target"]
+
+
+class _Loop:
+    """The training loop's state: the step, the metrics accumulated since the last record, what it recorded."""
+
+    def __init__(self, train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, task, bf16) -> None:
+        self.cfg, self.model, self.optimizer, self.scheduler = train_cfg, model, optimizer, scheduler
+        self.splits, self.sampler, self.probes, self.task = splits, sampler, run_probes, task
+        self.bf16, self.device = bf16, splits.train_x.device
+        self.record = Record(train_cfg.target_acc)
+        self.step = self.trained_steps = 0
+        self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
         self._counts_steps = any(callable(getattr(m, "set_global_step", None)) for m in model.modules())
         device = splits.train_x.device
         self._loss_sum, self._correct, self._seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
@@ -231,8 +307,9 @@ class _Loop:
                 self.model.train()  # a probe may have evaluated the model
             chunk = cfg.norm_batch or len(x)
             for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True) if chunk < len(x) else [(x, y)]:
-                logits = self.model(xs)
-                loss = self.task.training_loss(logits, ys)
+                with accel.autocast(self.device, self.bf16):
+                    logits = self.model(xs)
+                    loss = self.task.training_loss(logits, ys)
                 (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
                 with torch.no_grad():
                     scored = self.task.count(ys)
@@ -253,16 +330,16 @@ class _Loop:
         self._loss_sum.zero_()
         self._correct.zero_()
         self._seen = 0
-        if not math.isfinite(loss) or loss > self.cfg.diverge_loss:
+        why = divergence(loss, self.step, self.cfg.diverge_loss)
+        if why:
             self._record(metrics)
-            raise Diverged(
-                f"training loss {loss:.4g} at step {self.step} (bound train.diverge_loss={self.cfg.diverge_loss})"
-            )
+            raise Diverged(why)
         return metrics
 
     def _evaluate(self) -> dict[str, float]:
         self.model.eval()
-        metrics = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.task)
+        with accel.autocast(self.device, self.bf16):
+            metrics = evaluate(self.model, self.splits.test_x, self.splits.test_y, self.cfg.eval_batch_size, self.task)
         for probe in self.probes:
             metrics |= probe.on_eval(self.model, self.step)
         self.model.train()
@@ -271,20 +348,10 @@ class _Loop:
     def _record(self, metrics: dict[str, float], bar: tqdm | None = None, step: int | None = None) -> None:
         if not metrics:
             return
-        step = self.step if step is None else step
-        self.log.write(step, metrics)
-        self.tracker.log(metrics, step)
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
-        self.last_metrics |= finite
-        for name in BEST.keys() & finite.keys():
-            self.best[name] = BEST[name](self.best.get(name, finite[name]), finite[name])
-        target = self.cfg.target_acc
-        if target is not None and self.steps_to_target is None and finite.get("test/acc", -math.inf) >= target:
-            self.steps_to_target = step
-        if bar is not None and "train/loss" in self.last_metrics:
-            bar.set_postfix(
-                loss=f"{self.last_metrics['train/loss']:.3f}", acc=f"{self.last_metrics.get('test/acc', 0):.3f}"
-            )
+        self.record.write(metrics, self.step if step is None else step)
+        last = self.record.last_metrics
+        if bar is not None and "train/loss" in last:
+            bar.set_postfix(loss=f"{last['train/loss']:.3f}", acc=f"{last.get('test/acc', 0):.3f}")
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue this loop exactly where it stands."""
@@ -297,9 +364,7 @@ class _Loop:
             "sampler": self.sampler.state_dict(),
             "probes": [probe.state_dict() for probe in self.probes],
             "accumulated": {"loss_sum": self._loss_sum, "correct": self._correct, "seen": self._seen},
-            "last_metrics": self.last_metrics,
-            "best": self.best,
-            "steps_to_target": self.steps_to_target,
+            **self.record.state_dict(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -315,6 +380,5 @@ class _Loop:
         self._loss_sum.copy_(accumulated["loss_sum"])
         self._correct.copy_(accumulated["correct"])
         self._seen = accumulated["seen"]
-        self.last_metrics, self.best = dict(state["last_metrics"]), dict(state["best"])
-        self.steps_to_target = state["steps_to_target"]
+        self.record.load_state_dict(state)
         norms.set_global_step(self.model, self.step)

@@ -20,7 +20,7 @@ from typing import Any
 import hydra
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
 from normexp.devices import pin_worker_gpu
@@ -49,7 +49,43 @@ def plan(overrides: list[str], multirun: bool) -> list[Job]:
             raise type(error)(error.problem + where, error.choices, error.fix) from None
         jobs.append(Job(job_overrides, cfg, _run_dir(cfg, multirun)))
     _check_writable(jobs)
+    if multirun and jobs and jobs[0].cfg.fuse:
+        from normexp import fused  # torch.func and the models: only when fusing
+
+        for cell in cells(jobs):
+            fused.check_fusable([job_config(job.cfg) for job in cell])
     return jobs
+
+
+def job_config(cfg: DictConfig) -> DictConfig:
+    """A planned job's config as Hydra hands it to the run: without the ``hydra`` node."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
+def cells(jobs: list[Job]) -> list[list[Job]]:
+    """``jobs`` grouped into grid cells, runs that differ only in seed and lr (``normexp.fused.MEMBER_KEYS``)."""
+    from normexp import fused
+
+    grouped: dict[str, list[Job]] = {}
+    for job in jobs:
+        grouped.setdefault(fused.cell_key(job_config(job.cfg)), []).append(job)
+    return list(grouped.values())
+
+
+def train_cells(jobs: list[Job]) -> None:
+    """Train ``jobs`` cell by cell, each cell's runs together (``fuse=true``); a cell that fails is recorded in its
+    runs' summaries and the next one goes on."""
+    from normexp import fused
+
+    for cell in cells(jobs):
+        try:
+            fused.train_cell([job_config(job.cfg) for job in cell], [job.run_dir for job in cell])
+        except Exception as error:
+            for job in cell:
+                record_failure(job.run_dir, error)
 
 
 def _run_dir(cfg: DictConfig, multirun: bool) -> Path:
@@ -97,13 +133,18 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         preempted.preemption.forward()
         raise SystemExit(1) from None
     except Exception as error:
-        summary = read_summary(run_dir) or {}
-        message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-        summary |= {"status": "failed", "error": message, "traceback": traceback.format_exc()}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / SUMMARY_FILE, summary)
-        print(f"run {run_dir} failed: {message}", file=sys.stderr)
-        return summary
+        return record_failure(run_dir, error)
+
+
+def record_failure(run_dir: Path, error: Exception) -> dict[str, Any]:
+    """Mark the run ``failed`` in its summary (with the error and traceback), say so on stderr; return the summary."""
+    summary = read_summary(run_dir) or {}
+    message = error.message if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    summary |= {"status": "failed", "error": message, "traceback": traceback.format_exc()}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / SUMMARY_FILE, summary)
+    print(f"run {run_dir} failed: {message}", file=sys.stderr)
+    return summary
 
 
 def _hydra_entry(cfg: DictConfig) -> None:
@@ -131,7 +172,10 @@ def launch(overrides: list[str], multirun: bool) -> list[Job]:
     print(f"{len(jobs)} run(s), {len(jobs) - len(pending)} already finished, {len(pending)} to run")
     if pending:
         with SweepProgress(pending) if multirun else nullcontext():
-            call_hydra((["--multirun"] if multirun else []) + overrides)
+            if multirun and pending[0].cfg.fuse:
+                train_cells(pending)
+            else:
+                call_hydra((["--multirun"] if multirun else []) + overrides)
     return jobs
 
 

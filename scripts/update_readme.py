@@ -1,8 +1,11 @@
 """Regenerate README's claims section from the stored results: the verdict table, each claim's checks with the
-measured numbers, and its figures. Every number in that section comes from ``normexp verify``; nothing is typed.
+measured numbers, its figures and its tables (``results/<claim>/<scale>/*.md``, written by the claim's plot). Every
+number in that section comes from ``normexp verify``; nothing is typed.
 
-    python scripts/update_readme.py            # rewrite the block between the claims markers
+    python scripts/update_readme.py            # rewrite the blocks between the claims and the bench markers
     python scripts/update_readme.py --check    # exit 1 if README is not up to date
+
+The bench block summarizes ``results/bench/*.csv`` (written by ``scripts/bench.py``) the same way.
 """
 
 from __future__ import annotations
@@ -11,10 +14,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from normexp import claims, reproduce
+import pandas as pd
+
+from normexp import bench, claims, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
-START, END = "<!-- claims:start -->", "<!-- claims:end -->"
+CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
+BENCH_BLOCK = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
 def claims_section(scale: str = "cpu") -> str:
@@ -46,7 +52,30 @@ def claims_section(scale: str = "cpu") -> str:
         lines += [f"- {'✅' if c.passed else '❌'} {c.name}: {c.measured}" for c in verdict.checks]
         figures = reproduce.figures_of(claim.id, scale, ROOT / "results")
         lines += [""] + [f"![{claim.id} {path.stem}]({path.relative_to(ROOT)})" for path in figures]
+        tables = sorted(reproduce.results_dir(claim.id, scale, ROOT / "results").glob("*.md"))
+        lines += [line for path in tables for line in ["", path.read_text().strip()]]
     return "\n".join(lines)
+
+
+def bench_section() -> str:
+    """Markdown tables of every stored benchmark CSV: the runner against the bare loop, fused against serial."""
+    lines = []
+    for path in sorted((ROOT / bench.RESULTS_DIR).glob("*.csv")):
+        frame = pd.read_csv(path)
+        fused = "fused" in frame["impl"].unique()
+        by = ["experiment", "norm", "batch_size"] if fused else ["experiment"]
+        table = bench.format_table(bench.summary_table(frame, by), by, "speedup" if fused else "ratio", markdown=True)
+        device, threads, version = frame["device"].iloc[0], frame["threads"].iloc[0], frame["torch"].iloc[0]
+        lines += [f"`{path.relative_to(ROOT)}` ({device}, {threads} thread(s), torch {version}):", "", table, ""]
+    return "\n".join(lines).strip()
+
+
+def replace_block(text: str, block: tuple[str, str], body: str) -> str:
+    """``text`` with the lines between the ``block`` markers replaced by ``body``."""
+    start, end = block
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    return f"{head}{start}\n{body}\n{end}{tail}"
 
 
 def main() -> int:
@@ -57,9 +86,8 @@ def main() -> int:
     args = parser.parse_args()
     readme = ROOT / "README.md"
     text = readme.read_text()
-    head, rest = text.split(START)
-    _, tail = rest.split(END)
-    updated = f"{head}{START}\n{claims_section(args.scale)}\n{END}{tail}"
+    updated = replace_block(text, CLAIMS_BLOCK, claims_section(args.scale))
+    updated = replace_block(updated, BENCH_BLOCK, bench_section())
     if args.check:
         return int(updated != text)
     readme.write_text(updated)

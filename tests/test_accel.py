@@ -11,6 +11,7 @@ from torch import nn
 from normexp import accel, models
 from normexp.errors import ConfigError
 from normexp.norms import NormSpec
+from normexp.runner import train
 
 
 def small_cnn(norm: str) -> nn.Module:
@@ -85,3 +86,30 @@ def test_cuda_graph_training_steps_equal_eager_steps() -> None:
             model(x).square().mean().backward()
             optimizer.step()
     torch.testing.assert_close(graphed.state_dict(), eager.state_dict())
+
+
+RUN = ("experiment=batchsize", "norm=gn+ws", "norm.groups=null", "norm.group_size=8", "train.batch_size=4")
+
+
+def test_a_channels_last_run_ends_where_a_channels_first_run_ends(compose, tmp_path) -> None:
+    plain = train(compose(*RUN), tmp_path / "plain")
+    fast = train(compose(*RUN, "fast_path=channels_last"), tmp_path / "fast")
+    assert fast["status"] == plain["status"] == "completed"
+    assert fast["final"] == pytest.approx(plain["final"], rel=1e-4, abs=1e-6)
+
+
+def test_a_bf16_run_computes_its_layers_in_bfloat16_and_learns_what_fp32_learns(compose, tmp_path) -> None:
+    dtypes: set[torch.dtype] = set()
+
+    def seen(module: nn.Module, inputs: object, output: object) -> None:
+        if isinstance(module, nn.Conv2d | nn.Linear):
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(seen)
+    try:
+        fast = train(compose(*RUN, "fast_path=bf16"), tmp_path / "fast")
+    finally:
+        handle.remove()
+    plain = train(compose(*RUN), tmp_path / "plain")
+    assert dtypes == {torch.bfloat16}
+    assert fast["final"]["test/loss"] == pytest.approx(plain["final"]["test/loss"], rel=0.05)

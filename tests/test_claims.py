@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -142,3 +143,25 @@ def test_stored_results_round_trip_to_the_same_verdict(tmp_path: Path) -> None:
     stored = reproduce.load("ioffe2015-fig1", "test", tmp_path)
     assert claims.get("ioffe2015-fig1").verify(stored, "test").verdict == "reproduced"
     assert [p.name for p in reproduce.draw(claims.get("ioffe2015-fig1"), stored, folder)] == ["fig1.png", "fig1.pdf"]
+
+
+def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path) -> None:
+    """A claim without criteria (li2018-landscape): "figures only" once runs are stored, exit status 0."""
+    status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path), "--json")
+    assert status == 0 and json.loads(out)[0]["verdict"] == "insufficient data"
+    folder = reproduce.results_dir("li2018-landscape", "cpu", tmp_path)
+    folder.mkdir(parents=True)
+    runs = pd.DataFrame({"run_id": ["a", "b"], "step": [1, 1], "metric": ["train/loss"] * 2, "value": [1.0, 2.0]})
+    runs.to_parquet(folder / reproduce.RUNS_TABLE)
+    summary_of(runs).to_csv(folder / reproduce.SUMMARY_TABLE, index=False)
+    status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path), "--json")
+    assert status == 0 and json.loads(out)[0] == {
+        "claim": "li2018-landscape",
+        "scale": "cpu",
+        "verdict": "figures only",
+        "n_runs": 2,
+        "checks": [],
+        "note": "PAPERS.md fixes no pass criterion",
+    }
+    status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path))
+    assert status == 0 and "li2018-landscape [cpu]: figures only (PAPERS.md fixes no pass criterion)" in out

@@ -1,5 +1,6 @@
-"""Santurkar et al. 2018 / Qiao et al. 2019 / Li et al. 2018 claims: criteria on synthetic results (pass and fail),
-every experiment at smoke scale, and the landscape figures regenerated from runs, then from stored surfaces."""
+"""Santurkar et al. 2018 / Qiao et al. 2019 / Li et al. 2018 claims: criteria on synthetic results (pass and fail;
+the smoothness and ICS claims per model, VGG and DLN), every experiment at smoke scale, and the landscape figures
+regenerated from runs, then from stored surfaces."""
 
 from __future__ import annotations
 
@@ -9,28 +10,38 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from normexp import claims, reproduce, runner
+from normexp import claims, plotting, reproduce, runner
 from normexp.claims import Results, li2018
 from normexp.config import compose_config
 from normexp.rundir import read_metrics_log
 
 STEPS = range(1, 102, 10)
-NORM = "norm.name"
+DLN_STEPS = range(0, 1001, 50)  # a longer run: its first 20% end at step 200, the VGG's at step 20
+NORM, EXPERIMENT = "norm.name", "experiment_name"
+VGG, DLN = "santurkar2018-vgg", "santurkar2018-dln"
+COLUMNS = ["run_id", EXPERIMENT, NORM, "seed", "step", "metric", "value"]
 
 
-def landscape_runs(values: dict[str, dict[str, float]]) -> pd.DataFrame:
+def landscape_runs(values: dict[str, dict[str, float]], experiment: str = VGG, steps: range = STEPS) -> pd.DataFrame:
     """Three seeds per norm; each line-search metric constant over steps at ``values[norm][metric]`` (± 1%)."""
     rows = []
     for norm, metrics in values.items():
         for seed in range(3):
-            for step in STEPS:
+            for step in steps:
                 for metric, value in metrics.items():
-                    rows.append((f"{norm}-{seed}", norm, seed, step, f"landscape/{metric}", value * (1 + 0.01 * seed)))
-    return pd.DataFrame(rows, columns=["run_id", NORM, "seed", "step", "metric", "value"])
+                    run = f"{experiment}/{norm}-{seed}"
+                    rows.append((run, experiment, norm, seed, step, f"landscape/{metric}", value * (1 + 0.01 * seed)))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def both_models(vgg: dict[str, dict[str, float]], dln: dict[str, dict[str, float]]) -> pd.DataFrame:
+    """The VGG's runs and the DLN's (longer) runs in one frame, as a claim's stored results hold them."""
+    return pd.concat([landscape_runs(vgg, VGG), landscape_runs(dln, DLN, DLN_STEPS)], ignore_index=True)
 
 
 def verdict(claim_id: str, runs: pd.DataFrame, summary: pd.DataFrame | None = None) -> claims.Verdict:
-    summary = runs[["run_id", NORM]].drop_duplicates() if summary is None else summary
+    if summary is None:
+        summary = runs[[c for c in ("run_id", EXPERIMENT, NORM) if c in runs]].drop_duplicates()
     return claims.get(claim_id).verify(Results(runs, summary), "test")
 
 
@@ -42,25 +53,48 @@ SMOOTH = {"loss_range": 1.0, "gpred_range": 1.0, "beta": 1.0}
 ROUGH = {"loss_range": 5.0, "gpred_range": 5.0, "beta": 5.0}
 
 
-def test_smoothness_reproduced_when_bn_is_smoother_by_more_than_3x() -> None:
-    result = verdict("santurkar2018-smoothness", landscape_runs({"bn": SMOOTH, "none": ROUGH}))
+def test_smoothness_reproduced_when_bn_is_smoother_by_more_than_3x_in_both_models() -> None:
+    result = verdict(
+        "santurkar2018-smoothness", both_models({"bn": SMOOTH, "none": ROUGH}, {"bn": SMOOTH, "none": ROUGH})
+    )
     assert result.verdict == "reproduced", result.checks
-    assert len(result.checks) == 4
+    assert [check.name.split(":")[0] for check in result.checks] == [
+        *("3a (VGG)", "3b (VGG)", "3c (VGG)", "3b (VGG)"),
+        *("3a (DLN)", "3b (DLN)", "3c (DLN)", "3b (DLN)"),
+    ]
+    assert result.checks[4].measured == "bn median 1.01 [1–1.02] (n=3) vs none median 5.05 [5–5.1] (n=3); ratio 0.2"
 
 
-def test_smoothness_early_factor_of_3_is_required() -> None:
+def test_smoothness_early_factor_of_3_is_required_per_model() -> None:
     slightly = {"loss_range": 2.0, "gpred_range": 2.0, "beta": 2.0}
-    result = verdict("santurkar2018-smoothness", landscape_runs({"bn": SMOOTH, "none": slightly}))
-    assert failed(result) == {"3b: gradient predictiveness ≥ 3× smaller with BN in the first 20% (steps ≤ 20)"}
+    result = verdict(
+        "santurkar2018-smoothness", both_models({"bn": SMOOTH, "none": ROUGH}, {"bn": SMOOTH, "none": slightly})
+    )
+    assert result.verdict == "not reproduced"
+    assert failed(result) == {"3b (DLN): gradient predictiveness ≥ 3× smaller with BN in the first 20% (steps ≤ 200)"}
 
 
-def test_smoothness_not_reproduced_when_bn_is_rougher() -> None:
-    result = verdict("santurkar2018-smoothness", landscape_runs({"bn": ROUGH, "none": SMOOTH}))
-    assert result.verdict == "not reproduced" and len(failed(result)) == 4
+def test_smoothness_not_reproduced_when_bn_is_rougher_in_one_model() -> None:
+    result = verdict(
+        "santurkar2018-smoothness", both_models({"bn": ROUGH, "none": SMOOTH}, {"bn": SMOOTH, "none": ROUGH})
+    )
+    assert result.verdict == "not reproduced"
+    assert failed(result) == {
+        "3a (VGG): median loss range smaller with BN",
+        "3b (VGG): median gradient-predictiveness range smaller with BN",
+        "3c (VGG): median effective β smaller with BN",
+        "3b (VGG): gradient predictiveness ≥ 3× smaller with BN in the first 20% (steps ≤ 20)",
+    }
 
 
 def test_smoothness_without_standard_runs_is_insufficient_data() -> None:
-    assert verdict("santurkar2018-smoothness", landscape_runs({"bn": SMOOTH})).verdict == "insufficient data"
+    result = verdict("santurkar2018-smoothness", both_models({"bn": SMOOTH, "none": ROUGH}, {"bn": SMOOTH}))
+    assert result.verdict == "insufficient data" and "'none'" in result.note
+
+
+def test_smoothness_without_the_dln_runs_is_insufficient_data() -> None:
+    result = verdict("santurkar2018-smoothness", landscape_runs({"bn": SMOOTH, "none": ROUGH}))
+    assert result.verdict == "insufficient data" and "santurkar2018-dln" in result.note
 
 
 def test_ws_smoothness_pass_and_fail() -> None:
@@ -72,30 +106,66 @@ def test_ws_smoothness_pass_and_fail() -> None:
     }
 
 
-def ics_runs(bn: tuple[float, float], none: tuple[float, float]) -> pd.DataFrame:
+def ics_runs(bn: tuple[float, float], none: tuple[float, float], experiment: str = VGG) -> pd.DataFrame:
     """Three layers; the first has no ICS by definition (ℓ2 0, cos 1), the others (ℓ2, cos) per norm."""
     rows = []
     for norm, (l2, cos) in (("bn", bn), ("none", none)):
         for seed in range(3):
+            run = f"{experiment}/{norm}-{seed}"
             for step in STEPS:
-                for layer, (a, b) in (("conv0", (0.0, 1.0)), ("conv1", (l2, cos)), ("fc", (2 * l2, cos))):
-                    rows += [(f"{norm}-{seed}", norm, seed, step, f"ics/{layer}/l2", a)]
-                    rows += [(f"{norm}-{seed}", norm, seed, step, f"ics/{layer}/cos", b)]
-    return pd.DataFrame(rows, columns=["run_id", NORM, "seed", "step", "metric", "value"])
+                for layer, (a, b) in (("layer0", (0.0, 1.0)), ("layer1", (l2, cos)), ("out", (2 * l2, cos))):
+                    rows += [(run, experiment, norm, seed, step, f"ics/{layer}/l2", a)]
+                    rows += [(run, experiment, norm, seed, step, f"ics/{layer}/cos", b)]
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def test_ics_reproduced_when_bn_shifts_more() -> None:
-    result = verdict("santurkar2018-ics", ics_runs(bn=(2.0, 0.1), none=(1.0, 0.99)))
+def ics_verdict(vgg: dict[str, tuple[float, float]], dln: dict[str, tuple[float, float]]) -> claims.Verdict:
+    """The ICS claim on VGG and DLN runs whose BN and standard nets shift by (ℓ2, cos)."""
+    return verdict("santurkar2018-ics", pd.concat([ics_runs(**vgg, experiment=VGG), ics_runs(**dln, experiment=DLN)]))
+
+
+SHIFTS_MORE = {"bn": (2.0, 0.1), "none": (1.0, 0.99)}  # the paper's DLN: standard cos ≈ 1, BN cos ≈ 0
+
+
+def test_ics_reproduced_when_bn_shifts_more_in_both_models() -> None:
+    result = ics_verdict(vgg=SHIFTS_MORE, dln=SHIFTS_MORE)
     assert result.verdict == "reproduced", result.checks
-    assert "ratio BN/standard 2" in result.checks[0].measured and "over 2 layers" in result.checks[0].measured
+    assert [check.name for check in result.checks] == [
+        "3e (VGG): BN does not have lower ICS than standard",
+        "3e (DLN): BN does not have lower ICS than standard",
+    ]
+    assert all("ratio BN/standard 2" in c.measured and "over 2 layers" in c.measured for c in result.checks)
 
 
 def test_ics_reproduced_by_the_cosine_alone() -> None:
-    assert verdict("santurkar2018-ics", ics_runs(bn=(0.5, 0.9), none=(1.0, 0.99))).verdict == "reproduced"
+    assert ics_verdict(vgg={"bn": (0.5, 0.9), "none": (1.0, 0.99)}, dln=SHIFTS_MORE).verdict == "reproduced"
 
 
-def test_ics_not_reproduced_when_bn_shifts_less_by_both_measures() -> None:
-    assert verdict("santurkar2018-ics", ics_runs(bn=(0.5, 0.999), none=(1.0, 0.99))).verdict == "not reproduced"
+def test_ics_not_reproduced_when_bn_shifts_less_by_both_measures_in_one_model() -> None:
+    result = ics_verdict(vgg=SHIFTS_MORE, dln={"bn": (0.5, 0.999), "none": (1.0, 0.99)})
+    assert result.verdict == "not reproduced"
+    assert failed(result) == {"3e (DLN): BN does not have lower ICS than standard"}
+
+
+def test_smoothness_and_ics_figures_have_a_panel_row_per_model(monkeypatch, tmp_path: Path) -> None:
+    titles = {}
+    monkeypatch.setattr(
+        plotting, "save", lambda fig, _, name: titles.setdefault(name, [a.get_title() for a in fig.axes])
+    )
+    band = {"loss_min": 1.0, "loss_max": 2.0, "gpred_min": 1.0, "gpred_max": 2.0, "beta": 1.0}
+    runs = both_models({"bn": band, "none": band}, {"bn": band, "none": band})
+    runs = pd.concat([runs, ics_runs(**SHIFTS_MORE, experiment=VGG), ics_runs(**SHIFTS_MORE, experiment=DLN)])
+    results = Results(runs, runs[["run_id", EXPERIMENT, NORM]].drop_duplicates())
+    claims.get("santurkar2018-smoothness").plot(results, tmp_path)
+    claims.get("santurkar2018-ics").plot(results, tmp_path)
+    assert [title.split(":")[0] for title in titles["landscape"]] == [
+        *("(a) VGG", "(b) VGG", "(c) VGG"),
+        *("(a) DLN", "(b) DLN", "(c) DLN"),
+    ]
+    assert [title.split(":")[0] for title in titles["ics"]] == [
+        *("VGG layer1", "VGG layer1", "VGG out", "VGG out"),
+        *("DLN layer1", "DLN layer1", "DLN out", "DLN out"),
+    ]
 
 
 def noisy_summary(**accuracy: float | str) -> pd.DataFrame:
@@ -131,7 +201,8 @@ def test_noisy_bn_not_reproduced() -> None:
 
 def test_landscape_figure_set_has_no_criterion() -> None:
     result = verdict("li2018-landscape", landscape_runs({"bn": SMOOTH}))
-    assert result.verdict == "insufficient data" and "figures only" in result.note
+    assert result.verdict == "figures only" and result.checks == [] and result.n_runs == 3
+    assert verdict("li2018-landscape", pd.DataFrame(), pd.DataFrame()).verdict == "insufficient data"
 
 
 EXPERIMENTS = {

@@ -26,6 +26,14 @@ BAD_INPUT = [
     (("run", "optim=nope"), "optim/nope", "adam"),
     (("run", "optim.name=nope"), "unknown optim 'nope'", "sgd"),
     (("run", "logger.name=nope"), "unknown logger 'nope'", "wandb"),
+    (("run", "fast_path=bf16+warp"), "unknown fast-path switch warp", "channels_last"),
+    (("run", "fast_path=cuda_graphs", "device=cpu"), "cuda_graphs needs a CUDA device", "drop cuda_graphs"),
+    (("run", "fast_path=cuda_graphs", "experiment=ioffe2015-fig1"), "probes forward other batches", "~probes.<name>"),
+    (
+        ("run", "-m", "experiment=ioffe2015-fig1", "seed=0,1", "fuse=true"),
+        "fused runs do not call probes",
+        "one by one",
+    ),
     (("reproduce", "nope"), "unknown claim 'nope'", "ioffe2015-fig1"),
     (("verify", "nope"), "unknown claim 'nope'", "ioffe2015-lr"),
 ]

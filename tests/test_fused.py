@@ -3,8 +3,10 @@ runner runs end (weights, BatchNorm running statistics, training and test metric
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from omegaconf import DictConfig, open_dict
@@ -87,3 +89,41 @@ def test_members_may_differ_only_in_seed_and_lr(cell) -> None:
 def test_random_forward_is_refused_rather_than_shared(cell) -> None:
     with pytest.raises(RuntimeError, match="randomness"):
         FusedRuns(cell(("experiment=ioffe2015-fig1", "norm=noisy_bn"), ("seed=0", "seed=1")))
+
+
+NO_PROBE = "~probes.input_percentiles"  # the experiment's probe measures each run: fused runs refuse probes
+
+
+def summaries(folder: Path) -> dict[str, dict]:
+    return {
+        run.name: json.loads((run / "summary.json").read_text()) for run in sorted(folder.iterdir()) if run.is_dir()
+    }
+
+
+def test_a_fused_sweep_writes_the_run_folders_a_serial_sweep_writes(cli, tmp_path: Path) -> None:
+    grid = ("run", "-m", "experiment=ioffe2015-fig1", "scale=smoke", NO_PROBE, "norm=none,bn", "seed=0,1")
+    assert cli(*grid, f"out_dir={tmp_path / 'serial'}")[0] == 0
+    status, out, _ = cli(*grid, f"out_dir={tmp_path / 'fused'}", "fuse=true")
+    assert status == 0, out
+    serial = summaries(tmp_path / "serial" / "ioffe2015-fig1" / "smoke")
+    fused = summaries(tmp_path / "fused" / "ioffe2015-fig1" / "smoke")
+    assert serial.keys() == fused.keys() and len(fused) == 4  # same folder names: fuse does not name runs
+    for name, expected in serial.items():
+        assert fused[name]["status"] == "completed" and fused[name]["fused_members"] == 2
+        assert fused[name]["steps"] == expected["steps"]
+        assert fused[name]["final"] == pytest.approx(expected["final"], rel=1e-4, abs=1e-6), name
+        records = pd.read_parquet(tmp_path / "fused" / "ioffe2015-fig1" / "smoke" / name / "metrics.parquet")
+        reference = pd.read_parquet(tmp_path / "serial" / "ioffe2015-fig1" / "smoke" / name / "metrics.parquet")
+        assert records[["step", "metric"]].equals(reference[["step", "metric"]])
+
+
+def test_a_diverging_member_ends_diverged_at_the_step_a_separate_run_does(cli, tmp_path: Path) -> None:
+    grid = ("run", "-m", "experiment=ioffe2015-fig1", "scale=smoke", NO_PROBE, "norm=none", "seed=0")
+    args = (*grid, "optim.lr=0.1,1e6", "train.steps=6", "train.log_every=1", "train.diverge_loss=50")
+    cli(*args, f"out_dir={tmp_path / 'serial'}")
+    cli(*args, f"out_dir={tmp_path / 'fused'}", "fuse=true")
+    serial = summaries(tmp_path / "serial" / "ioffe2015-fig1" / "smoke")
+    fused = summaries(tmp_path / "fused" / "ioffe2015-fig1" / "smoke")
+    statuses = {name: (summary["status"], summary["steps"]) for name, summary in fused.items()}
+    assert statuses == {name: (summary["status"], summary["steps"]) for name, summary in serial.items()}
+    assert sorted(status for status, _ in statuses.values()) == ["completed", "diverged"]

@@ -95,3 +95,10 @@ def test_linear_lr_scaling_follows_the_batch(compose, tmp_path: Path) -> None:
     overrides = ("optim.lr_scaling=linear", "optim.base_batch=32", "optim.lr=0.1", "train.batch_size=16")
     summary = train(compose(*overrides, "train.accumulate=4"), tmp_path / "run")
     assert summary["final"]["lr"] == pytest.approx(0.1 * 64 / 32)
+
+
+@pytest.mark.parametrize("keep", [True, False])
+def test_the_checkpoint_of_an_ended_run_is_kept_unless_asked_not_to(compose, tmp_path: Path, keep: bool) -> None:
+    summary = train(compose("train.steps=5", f"train.keep_checkpoint={keep}"), tmp_path / "run")
+    assert summary["status"] == "completed" and (tmp_path / "run" / "summary.json").exists()
+    assert (tmp_path / "run" / "checkpoint.pt").exists() is keep

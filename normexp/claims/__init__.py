@@ -2,7 +2,8 @@
 
 A claim turns stored results into a verdict with :meth:`Claim.verify` and into figures with its ``plot``
 function. Criteria are fixed in advance (``shared/PAPERS.md``) and implemented as written; a claim whose criteria
-fail is "not reproduced", with the measured numbers in each :class:`Check`.
+fail is "not reproduced", with the measured numbers in each :class:`Check`. A claim for which PAPERS.md fixes no
+criterion (``criteria=None``) is a figure set: its verdict is "figures only" once its runs are stored.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from typing import Any
 import pandas as pd
 
 from normexp.errors import UserError
+
+VERDICTS = ("reproduced", "not reproduced", "insufficient data", "figures only")
+"""Every verdict; only "not reproduced" says that a criterion failed."""
 
 
 class InsufficientData(Exception):
@@ -44,7 +48,7 @@ class Verdict:
 
     claim: str
     scale: str
-    verdict: str  # reproduced | not reproduced | insufficient data
+    verdict: str  # one of VERDICTS
     n_runs: int
     checks: list[Check] = field(default_factory=list)
     note: str = ""
@@ -62,7 +66,7 @@ class Claim:
     title: str
     paper: str
     paper_figure: str
-    criteria: Callable[[Results], list[Check]]
+    criteria: Callable[[Results], list[Check]] | None  # None: no criterion in PAPERS.md, figures only
     plot: Callable[[Results, Path], list[Path]]
     experiments: tuple[str, ...] = ()
 
@@ -75,6 +79,8 @@ class Claim:
         n_runs = len(results.summary)
         if n_runs == 0:
             return Verdict(self.id, scale, "insufficient data", 0, note="no stored runs")
+        if self.criteria is None:
+            return Verdict(self.id, scale, "figures only", n_runs, note="PAPERS.md fixes no pass criterion")
         try:
             checks = self.criteria(results)
         except InsufficientData as why:

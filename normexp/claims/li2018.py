@@ -2,7 +2,8 @@
 along filter-normalized random directions, and the linear interpolation between two solutions, for a net with and
 without BN (experiment ``li2018-norm``) and a ResNet with and without skip connections (``li2018-skip``).
 
-PAPERS.md fixes no pass criterion for these plots: the claim is a figure set and its verdict says so.
+PAPERS.md fixes no pass criterion for these plots: the claim is a figure set (``criteria=None``), and its verdict is
+"figures only".
 
 Drawing the figures evaluates the surfaces from the runs' final checkpoints (:mod:`normexp.probes.surface`) into
 ``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a partial one is completed, and
@@ -21,7 +22,7 @@ import pandas as pd
 
 from normexp import plotting
 from normexp.checkpoint import CHECKPOINT_FILE
-from normexp.claims import Check, Claim, InsufficientData, Results, register
+from normexp.claims import Claim, Results, register
 from normexp.probes.surface import Grid, TrainedRun, interpolation_surface, random_surface
 
 NORM, MODEL, SKIP = "norm.name", "model.name", "model.skip"
@@ -44,11 +45,6 @@ SETTINGS = {
     "paper": SurfaceSettings(points_1d=51, points_2d=51, samples=10000),
 }
 """Li et al. use 51 points per axis on [−1, 1]; the CPU scale trades resolution for minutes."""
-
-
-def landscape_criteria(results: Results) -> list[Check]:
-    """No criterion: PAPERS.md gives none for Li et al. 2018."""
-    raise InsufficientData("figures only: PAPERS.md fixes no pass criterion for Li et al. 2018's landscape plots")
 
 
 def net_label(row: pd.Series) -> str:
@@ -166,7 +162,7 @@ register(
         title="Loss-surface plots: BN vs none, ResNet vs ResNet-noshort (figures only)",
         paper="Li et al. 2018",
         paper_figure="Fig. 1, 5 (filter-normalized 1-D/2-D surfaces, interpolation)",
-        criteria=landscape_criteria,
+        criteria=None,
         plot=landscape_plot,
         experiments=("li2018-norm", "li2018-skip"),
     )

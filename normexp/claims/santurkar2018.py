@@ -3,7 +3,10 @@ landscape (Fig. 4), noisy BN still trains (Fig. 2), and BN does not reduce inter
 Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smooths it further, measured with the
 same instruments. Criteria: PAPERS.md §3 (3a–3f).
 
-Every criterion compares medians over seeds (n, median and min–max reported) of one number per run:
+Every criterion compares medians over seeds (n, median and min–max reported) of one number per run. 3a–3c and 3e
+are judged on each of the paper's two models on its own, the VGG (experiment ``santurkar2018-vgg``) and the 25-layer
+deep linear network (``santurkar2018-dln``); each check names its model ("3a (DLN): …"), and the claim is reproduced
+only if every check of both models passes.
 
 * 3a–3c, 3f: the median over the run's probed steps of ``landscape/loss_range``, ``landscape/gpred_range`` (max −
   min over the η grid) and ``landscape/beta`` (:mod:`normexp.probes.landscape`); "the first 20% of training" are
@@ -19,6 +22,8 @@ Every criterion compares medians over seeds (n, median and min–max reported) o
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +33,9 @@ from normexp import plotting
 from normexp.analysis import curves, seed_stats
 from normexp.claims import Check, Claim, InsufficientData, Results, register
 
-NORM = "norm.name"
+NORM, EXPERIMENT = "norm.name", "experiment_name"
+MODELS = {"VGG": "santurkar2018-vgg", "DLN": "santurkar2018-dln"}
+"""The models of the smoothness and ICS claims and the experiment that trains each."""
 LOSS_RANGE, GPRED_RANGE, BETA = "landscape/loss_range", "landscape/gpred_range", "landscape/beta"
 TRAIN_ACC = "final/train/acc"
 CHANCE = 0.1
@@ -42,6 +49,38 @@ def _runs_of(frame: pd.DataFrame, norm: str) -> pd.DataFrame:
     if NORM not in frame or not (frame[NORM] == norm).any():
         raise InsufficientData(f"no {norm!r} runs with the needed metrics in the stored results")
     return frame[frame[NORM] == norm]
+
+
+def of_model(results: Results, model: str) -> Results:
+    """The runs of ``model``'s experiment (:data:`MODELS`), or :class:`InsufficientData`."""
+    summary = results.summary
+    if EXPERIMENT not in summary or not (summary[EXPERIMENT] == MODELS[model]).any():
+        raise InsufficientData(f"no {MODELS[model]} runs ({model}) in the stored results")
+    summary = summary[summary[EXPERIMENT] == MODELS[model]]
+    return Results(results.runs[results.runs["run_id"].isin(summary["run_id"])], summary)
+
+
+def stored_models(results: Results) -> Iterator[tuple[str, Results]]:
+    """``(model, its results)`` for each model of :data:`MODELS` with stored runs (for the figures)."""
+    for model in MODELS:
+        try:
+            yield model, of_model(results, model)
+        except InsufficientData:
+            continue
+
+
+def per_model(criteria: Callable[[Results], list[Check]]) -> Callable[[Results], list[Check]]:
+    """``criteria`` applied to each model's runs on their own; check "3a: …" becomes "3a (VGG): …", "3a (DLN): …"."""
+
+    def checks(results: Results) -> list[Check]:
+        named = []
+        for model in MODELS:
+            for check in criteria(of_model(results, model)):
+                label, _, text = check.name.partition(": ")
+                named.append(replace(check, name=f"{label} ({model}): {text}"))
+        return named
+
+    return checks
 
 
 def per_run_median(runs: pd.DataFrame, metric: str, until: int | None = None) -> pd.DataFrame:
@@ -168,37 +207,61 @@ def _range_band(ax, runs: pd.DataFrame, metric: str, norm: str) -> None:
         ax.plot(edge["step"], edge["median"], color=color, linewidth=0.6)
 
 
-def landscape_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 4: bands of the loss range and of gradient predictiveness over η, and effective β, over steps."""
-    fig, axes = plotting.figure(ncols=3)
-    runs = results.runs
+def landscape_row(axes: list, runs: pd.DataFrame, model: str = "") -> None:
+    """Fig. 4 on three axes: bands of the loss range and of gradient predictiveness over η, and effective β."""
+    prefix = f"{model}: " if model else ""
     norms = plotting.sorted_norms(runs.loc[runs["metric"] == BETA, NORM])
     beta = curves(runs, BETA, [NORM])
     for norm in norms:
         _range_band(axes[0], runs, "landscape/loss", norm)
         _range_band(axes[1], runs, "landscape/gpred", norm)
         plotting.band(axes[2], beta[beta[NORM] == norm], norm, plotting.norm_color(norm))
-    axes[0].set(title="(a) loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
-    axes[1].set(title="(b) gradient predictiveness", xlabel="step", ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η", yscale="log")
-    axes[2].set(title="(c) effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
+    axes[0].set(title=f"(a) {prefix}loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
+    axes[1].set(
+        title=f"(b) {prefix}gradient predictiveness",
+        xlabel="step",
+        ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η",
+        yscale="log",
+    )
+    axes[2].set(title=f"(c) {prefix}effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
     for ax in axes:
         ax.legend(title="norm")
+
+
+def landscape_plot(results: Results, out: Path) -> list[Path]:
+    """Fig. 4 for one net: loss range, gradient predictiveness and effective β over steps."""
+    fig, axes = plotting.figure(ncols=3)
+    landscape_row(axes, results.runs)
+    return plotting.save(fig, out, "landscape")
+
+
+def landscape_plot_per_model(results: Results, out: Path) -> list[Path]:
+    """Fig. 4, one row per model with stored runs (VGG, then DLN)."""
+    models = list(stored_models(results))
+    if not models:
+        return []
+    fig, axes = plotting.figure(ncols=3, nrows=len(models))
+    for row, (model, part) in enumerate(models):
+        landscape_row(axes[3 * row : 3 * row + 3], part.runs, model)
     return plotting.save(fig, out, "landscape")
 
 
 def ics_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 5: ‖G − G′‖₂ and cos(G, G′) over steps for two layers (the second and the last measured)."""
-    runs = results.runs
-    layers = _ics_layers(runs)
-    shown = [layers[1], layers[-1]] if len(layers) > 2 else layers[-1:]
+    """Fig. 5: per model, ‖G − G′‖₂ and cos(G, G′) over steps for two layers (the second and the last measured)."""
+    shown = []
+    for model, part in stored_models(results):
+        layers = _ics_layers(part.runs)
+        shown += [(model, part.runs, layer) for layer in ([layers[1], layers[-1]] if len(layers) > 2 else layers[-1:])]
+    if not shown:
+        return []
     fig, axes = plotting.figure(ncols=2, nrows=len(shown))
-    for row, layer in enumerate(shown):
+    for row, (model, runs, layer) in enumerate(shown):
         for col, (stat, label, scale) in enumerate((("l2", "‖G − G′‖₂", "log"), ("cos", "cos(G, G′)", "linear"))):
             ax = axes[2 * row + col]
             frame = curves(runs, f"ics/{layer}/{stat}", [NORM])
             for norm in plotting.sorted_norms(frame[NORM]):
                 plotting.band(ax, frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
-            ax.set(title=f"{layer}: {label}", xlabel="step", ylabel=label, yscale=scale)
+            ax.set(title=f"{model} {layer}: {label}", xlabel="step", ylabel=label, yscale=scale)
             ax.legend(title="norm")
     return plotting.save(fig, out, "ics")
 
@@ -241,9 +304,9 @@ register(
         title="BN smooths the loss landscape: smaller loss range, gradient change and effective β",
         paper="Santurkar et al. 2018",
         paper_figure="Fig. 4 (3a–3c)",
-        criteria=smoothness_criteria,
-        plot=landscape_plot,
-        experiments=("santurkar2018-vgg",),
+        criteria=per_model(smoothness_criteria),
+        plot=landscape_plot_per_model,
+        experiments=tuple(MODELS.values()),
     )
 )
 register(
@@ -262,9 +325,9 @@ register(
         title="BN does not reduce internal covariate shift",
         paper="Santurkar et al. 2018",
         paper_figure="Fig. 5 (3e)",
-        criteria=ics_criteria,
+        criteria=per_model(ics_criteria),
         plot=ics_plot,
-        experiments=("santurkar2018-vgg",),
+        experiments=tuple(MODELS.values()),
     )
 )
 register(
