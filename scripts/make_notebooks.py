@@ -51,6 +51,8 @@ def notebook(claim: claims.Claim) -> nbformat.NotebookNode:
             '    if path.suffix == ".png":\n        display(Image(filename=str(path)))'
         ),
     ]
+    for index, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes no byte
+        cell.id = f"{claim.id}-{index}"
     return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
 
 
