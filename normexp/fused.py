@@ -126,7 +126,9 @@ class FusedRuns:
         self.params, self.buffers = stack_module_state(member_models)
         self.task = tasks.of(first.data)
         self._adopt_gradient_layouts()
-        self.samplers = [data.EpochSampler(len(self.train_x[0]), self.cfg.batch_size, cfg.seed) for cfg in cfgs]
+        self.samplers = [
+            data.EpochSampler(len(self.train_x[0]), self.cfg.batch_size, cfg.seed, self.device) for cfg in cfgs
+        ]
         samples = self.cfg.batch_size * self.cfg.accumulate
         self.lrs = [optim.scaled_lr(cfg.optim, samples) for cfg in cfgs]
         self.optimizer, self.scheduler = self._build_optimizer(first)
@@ -196,7 +198,7 @@ class FusedRuns:
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Each member's next training batch from its own sampler: (members, batch, ...) inputs and targets."""
-        indices = torch.stack([sampler.next() for sampler in self.samplers]).to(self.device)
+        indices = torch.stack([sampler.next() for sampler in self.samplers])
         rows = self._which[:, None]
         return self.train_x[rows, indices], self.train_y[rows, indices]
 

@@ -114,7 +114,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         accel.compile_model(model)
     if fast.cuda_graphs:  # captured for the batches the loop forwards: norm_batch samples at a time
         accel.graph_training_step(model, splits.train_x[: cfg.train.norm_batch or cfg.train.batch_size], fast.bf16)
-    sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed)
+    sampler = data.EpochSampler(len(splits.train_x), cfg.train.batch_size, cfg.seed, device)
     # The loop reads its knobs every step: a plain TrainConfig, since each DictConfig lookup costs ~20 µs.
     train_cfg = OmegaConf.to_object(cfg.train)
     loop = _Loop(train_cfg, model, optimizer, scheduler, splits, sampler, run_probes, tasks.of(cfg.data), fast.bf16)
@@ -260,7 +260,9 @@ class _Loop:
         self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
         self._counts_steps = any(callable(getattr(m, "set_global_step", None)) for m in model.modules())
         device = splits.train_x.device
-        self._loss_sum, self._correct, self._seen = torch.zeros((), device=device), torch.zeros((), device=device), 0
+        self._loss_sum = torch.zeros((), device=device)
+        self._correct = torch.zeros((), dtype=torch.long, device=device)  # a count: no float promotion per step
+        self._seen = 0
 
     def run(self, save_checkpoint, preempted: checkpoint.Preemption) -> None:
         """Evaluate at step 0 (unless resuming), then train up to ``train.steps`` steps."""
@@ -311,11 +313,10 @@ class _Loop:
                     logits = self.model(xs)
                     loss = self.task.training_loss(logits, ys)
                 (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
-                with torch.no_grad():
-                    scored = self.task.count(ys)
-                    self._loss_sum += loss.detach() * scored
-                    if self.task.correct:
-                        self._correct += self.task.correct(logits, ys)
+                scored = self.task.count(ys)
+                self._loss_sum.add_(loss.detach() * scored)
+                if self.task.correct:
+                    self._correct.add_(self.task.correct(logits.detach(), ys))
                 self._seen += scored
         self.optimizer.step()
         self.scheduler.step()

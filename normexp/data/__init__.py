@@ -124,22 +124,23 @@ class EpochSampler:
     """Shuffled mini-batches of indices, epoch after epoch, reproducible from (seed, epoch) and resumable.
 
     Each epoch is a fresh permutation seeded by ``seed + epoch``; a trailing partial batch is dropped so every
-    step sees ``batch_size`` samples (batch statistics of a norm depend on it).
+    step sees ``batch_size`` samples (batch statistics of a norm depend on it). The permutation is drawn on the CPU
+    (the same on every device) and kept on ``device``, so indexing data resident there copies nothing per step.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seed: int, device: torch.device | str = "cpu") -> None:
         if batch_size > num_samples:
             raise ConfigError(
                 f"train.batch_size={batch_size} exceeds the {num_samples} training samples.",
                 fix="lower train.batch_size or raise data.train_size",
             )
-        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, seed
+        self.num_samples, self.batch_size, self.seed, self.device = num_samples, batch_size, seed, device
         self.epoch, self.position = 0, 0
         self._order = self._permutation()
 
     def _permutation(self) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.num_samples, generator=generator)
+        return torch.randperm(self.num_samples, generator=generator).to(self.device)
 
     def next(self) -> torch.Tensor:
         """The indices of the next batch."""
