@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 CLAIM ?= ioffe2015-fig1
 SCALE ?= cpu
+# CPU scales run one process per core; a paper-scale grid on a GPU box runs in process (launcher=joblib gpus=N spreads it).
+LAUNCHER ?= $(if $(filter cpu smoke,$(SCALE)),joblib,basic)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -28,7 +30,7 @@ data:
 	fi
 
 reproduce: install data
-	$(BIN)/normexp reproduce $(CLAIM) --scale $(SCALE)
+	$(BIN)/normexp reproduce $(CLAIM) --scale $(SCALE) --override launcher=$(LAUNCHER)
 
 test: install data
 	$(BIN)/python -m pytest
