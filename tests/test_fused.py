@@ -72,8 +72,13 @@ def test_learning_rates_fused_equal_separate_runs(cell, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "experiment, norm",
-    [("santurkar2018-vgg", "norm=bn"), ("qiao2019-ws-smoothness", "norm=gn+ws")],
-    ids=["vgg-bn", "vgg-gn+ws"],
+    [
+        ("santurkar2018-vgg", "norm=bn"),
+        ("qiao2019-ws-smoothness", "norm=gn+ws"),
+        ("batchsize", "norm=bcn+ws"),  # estimated statistics updated in the forward pass
+        ("batchsize", "norm=brn"),  # r/d limits driven by the optimizer step
+    ],
+    ids=["vgg-bn", "vgg-gn+ws", "cnn-bcn+ws", "cnn-brn"],
 )
 def test_conv_net_seeds_fused_equal_separate_runs(cell, tmp_path: Path, experiment: str, norm: str) -> None:
     cfgs = cell((f"experiment={experiment}", norm, "train.batch_size=8", "optim.lr=0.02"), ("seed=0", "seed=1"))
