@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from normexp.data.images import read_torchvision
 from normexp.data.splits import Splits
 from normexp.errors import DataError
 
@@ -66,13 +67,7 @@ def load_cifar(cfg: Any) -> Splits:
     """``cfg.name`` as standardized float tensors ``(N, 3, 32, 32)``, with pad-crop-flip when ``cfg.augment``."""
     source = CIFAR_SOURCES[cfg.name]
     check_cifar(cfg)
-    root = str(Path(cfg.root).expanduser())
-    try:
-        train, test = (source.torchvision_class(root, train=t, download=cfg.download) for t in (True, False))
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(
-            f"could not read {cfg.name} from {root}: {error} (torchvision checks each file's md5).", fix=FIX
-        ) from None
+    train, test = read_torchvision(source.torchvision_class, cfg, FIX, " (torchvision checks each file's md5)")
     train_x, test_x = _channels_first(train.data), _channels_first(test.data)
     mean, std = train_x.mean((0, 2, 3)), train_x.std((0, 2, 3))
     augment = partial(pad_crop_flip, padding=PADDING, fill=(-mean / std).tolist()) if cfg.augment else None

@@ -100,15 +100,22 @@ def _check_idx(path: Path, count: int, source: ImageSource) -> None:
         raise DataError(f"{path} {problem}.", fix=f"delete it and fetch the data again: {source.install_hint}")
 
 
+def read_torchvision(dataset_class: Any, cfg: Any, fix: str, checks: str = "") -> tuple[Any, Any]:
+    """The train and test sets of a torchvision dataset class under ``cfg.root`` (downloaded when
+    ``cfg.download``); a file it cannot read is a :class:`DataError` saying what torchvision ``checks`` and ``fix``."""
+    root = str(Path(cfg.root).expanduser())
+    try:
+        train, test = (dataset_class(root, train=t, download=cfg.download) for t in (True, False))
+    except (RuntimeError, OSError, ValueError) as error:
+        raise DataError(f"could not read {cfg.name} from {root}: {error}{checks}.", fix=fix) from None
+    return train, test
+
+
 def load_images(cfg: Any) -> Splits:
     """Load ``cfg.name`` through torchvision as float tensors in [0, 1], shape (N, C, H, W)."""
     source = IMAGE_SOURCES[cfg.name]
     ensure_available(cfg)
-    root = str(Path(cfg.root).expanduser())
-    try:
-        train, test = (source.torchvision_class(root, train=t, download=cfg.download) for t in (True, False))
-    except (RuntimeError, OSError, ValueError) as error:
-        raise DataError(f"could not read {cfg.name} from {root}: {error}.", fix=source.install_hint) from None
+    train, test = read_torchvision(source.torchvision_class, cfg, source.install_hint)
     return Splits(_as_float(train.data), train.targets, _as_float(test.data), test.targets, source.num_classes)
 
 
