@@ -17,6 +17,7 @@ from normexp import plotting
 from normexp.claims import Check, Claim, Results, register
 from normexp.claims.batchsize import (
     EXPERIMENT,
+    NORM,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -33,8 +34,13 @@ GAP = 3.0
 PAPER_ERROR = {
     "BN, Wu & He (ImageNet ResNet-50)": {32: 23.6, 16: 23.7, 8: 24.8, 4: 27.3, 2: 34.7},
     "GN, Wu & He (ImageNet ResNet-50)": {32: 24.1, 16: 24.2, 8: 24.0, 4: 24.2, 2: 24.1},
+    "LN, Wu & He (ImageNet ResNet-50)": {32: 25.3},
+    "IN, Wu & He (ImageNet ResNet-50)": {32: 28.4},
+    "BRN, Wu & He (ImageNet ResNet-50)": {4: 26.3},
 }
 """Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (PAPERS.md §2)."""
+SHOWN = ("bn", "gn", "ln", "in", "brn")
+"""The norms of Wu & He's Fig. 1 and Table 3, drawn where the stored grid has them (the criteria need BN and GN)."""
 
 
 def criteria(results: Results) -> list[Check]:
@@ -65,10 +71,12 @@ def criteria(results: Results) -> list[Check]:
 
 
 def plot(results: Results, out: Path) -> list[Path]:
-    """Our error against the batch for BN and GN beside Wu & He's ImageNet numbers, and the table of every cell."""
+    """Our error against the batch for BN, GN (and LN, IN, BRN when stored) beside Wu & He's ImageNet numbers, and
+    the table of every cell."""
     final = final_accuracy(results.summary)
+    norms = [norm for norm in SHOWN if norm in set(final[NORM])]
     fig, (ours, theirs) = plotting.figure(ncols=2, width=4.6, height=3.6)
-    error_vs_batch(ours, final, ("bn", "gn"))
+    error_vs_batch(ours, final, norms)
     ours.set_title(f"ours: {setting(results.summary)}", fontsize=9)
     for label, row in PAPER_ERROR.items():
         norm = label.split(",")[0].lower()
@@ -80,7 +88,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     theirs.legend(title="norm")
     text = (
         "Wu & He's rows are ImageNet ResNet-50 (a different scale): the shape of the trend compares, the values do "
-        "not.\n\n" + table(final, ("bn", "gn"), PAPER_ERROR)
+        "not.\n\n" + table(final, norms, PAPER_ERROR)
     )
     return [*plotting.save(fig, out, "batchsize"), save_table(text, out, "batchsize")]
 
