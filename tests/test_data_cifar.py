@@ -14,6 +14,7 @@ from torchvision import datasets
 from torchvision.transforms.v2 import functional as tvf
 
 from normexp import data
+from normexp.config import CONFIG_DIR, compose_config
 from normexp.data.cifar import crop_flip, pad_crop_flip
 from normexp.errors import DataError
 
@@ -134,3 +135,29 @@ def test_pad_crop_flip_is_seeded_and_draws_every_offset_and_both_flips() -> None
     drawn = [next(key for key, crop in candidates.items() if torch.equal(crop[0], out)) for out in first]
     assert set(drawn) == set(candidates)  # all 25 offsets × 2 flips occur in 3000 draws
     assert abs(np.mean([flip for _, _, flip in drawn]) - 0.5) < 0.05
+
+
+PAPER_AUGMENT = {
+    "batchsize": True,  # He et al.'s recipe (Wu & He, Qiao et al.)
+    "li2018-skip": True,  # Li et al.'s CIFAR-10 training
+    "li2018-norm": False,  # Santurkar et al.'s setup: no augmentation
+    "qiao2019-ws-smoothness": False,
+    "santurkar2018-noisy-bn": False,
+    "santurkar2018-vgg": False,
+}
+"""Every experiment whose paper scale trains on CIFAR-10, and whether that paper augments."""
+
+
+def test_every_cifar_experiment_is_listed() -> None:
+    experiments = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml") if p.stem != "adhoc")
+    on_cifar = [e for e in experiments if compose_config([f"experiment={e}", "scale=paper"]).data.name == "cifar10"]
+    assert on_cifar == sorted(PAPER_AUGMENT)
+
+
+@pytest.mark.parametrize(("experiment", "augment"), sorted(PAPER_AUGMENT.items()))
+def test_paper_scale_loads_cifar10(tmp_path: Path, monkeypatch, experiment: str, augment: bool) -> None:
+    write_cifar(tmp_path, datasets.CIFAR10, monkeypatch)
+    cfg = compose_config([f"experiment={experiment}", "scale=paper", f"data.root={tmp_path}"])
+    splits = data.load(cfg.data)
+    assert splits.train_x.shape[1:] == (3, 32, 32) and splits.num_classes == 10
+    assert (cfg.data.augment, splits.augment is not None) == (augment, augment)
