@@ -14,21 +14,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
+from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, flatten, read_metrics_log, read_summary
 
 RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s")
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their string form (one column each)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = str(value) if isinstance(value, list) else value
-    return flat
 
 
 def _run_id(run_dir: Path) -> str:
@@ -97,12 +85,20 @@ def seed_stats(values: pd.Series) -> dict[str, float]:
 
 
 def aggregate(frame: pd.DataFrame, by: Sequence[str], value: str) -> pd.DataFrame:
-    """Seeds aggregated per cell ``by``: one row per cell with :func:`seed_stats` of ``value``."""
+    """Seeds aggregated per cell ``by``: one row per cell with :func:`seed_stats` of ``value``, and, when ``frame``
+    has a ``status`` column (a summary frame), ``n_diverged`` and ``n_failed``: the cell's runs that ended so, which
+    ``n`` counts only when they recorded a value."""
     rows = [
         {**dict(zip(by, key if isinstance(key, tuple) else (key,), strict=False)), **seed_stats(group[value])}
+        | (status_counts(group["status"]) if "status" in group else {})
         for key, group in frame.groupby(list(by), sort=True, dropna=False)
     ]
     return pd.DataFrame(rows)
+
+
+def status_counts(statuses: pd.Series) -> dict[str, int]:
+    """How many of a cell's runs diverged and how many failed."""
+    return {f"n_{status}": int((statuses == status).sum()) for status in ("diverged", "failed")}
 
 
 def curves(runs: pd.DataFrame, metric: str, by: Sequence[str]) -> pd.DataFrame:

@@ -10,7 +10,10 @@ import itertools
 import math
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +116,28 @@ class NormexpConfig:
 
 def run_name(override_dirname: str, seed: int) -> str:
     """A run folder's name: its overrides (sorted by Hydra) plus the seed, which every run has. A deletion is named
-    ``~key`` whether Hydra writes it so (one run) or as ``~key=null`` (a sweep's jobs), so both find the same folder."""
-    overrides = re.sub(r"(^|,)(~[^=,]+)=null(?=,|$)", r"\1\2", override_dirname)
+    ``~key`` whether Hydra writes it so (one run) or as ``~key=null`` (a sweep's jobs), so both find the same folder.
+    A ``/`` in a value (a path) is written ``%2F``: the name stays one folder, not nested ones."""
+    overrides = re.sub(r"(^|,)(~[^=,]+)=null(?=,|$)", r"\1\2", override_dirname).replace("/", "%2F")
     return ",".join(part for part in (overrides, f"seed={seed}") if part)
 
 
+@cache
+def folder_excluded_keys() -> tuple[str, ...]:
+    """The keys that name no run folder because they do not change what a run computes (``exclude_keys`` in
+    ``configs/config.yaml``)."""
+    root = OmegaConf.load(CONFIG_DIR / "config.yaml")
+    return tuple(root.hydra.job.config.override_dirname.exclude_keys)
+
+
 def workers(gpus: int) -> int:
-    """Parallel local workers: one per GPU, or one per CPU core without GPUs."""
-    return gpus if gpus > 0 else os.cpu_count() or 1
+    """Parallel local workers: one per GPU, or one per CPU core this process may use without GPUs (a SLURM or
+    ``taskset`` allocation can be fewer cores than the machine has)."""
+    if gpus > 0:
+        return gpus
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS and Windows lack it
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def register() -> None:
@@ -140,15 +157,19 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
             return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(
-            _one_paragraph(error), fix="check the override spelling; `normexp list` shows names"
+            _one_paragraph(error).rstrip(".") + ".", fix="check the override spelling; `normexp list` shows names"
         ) from None
     finally:
         GlobalHydra.instance().clear()
 
 
 def _one_paragraph(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip() and not line.startswith("full_key")]
-    return " ".join(lines)
+    """``error``'s message, and its cause's (Hydra's "Error merging override" hides why), on one line, without
+    OmegaConf's key and type bookkeeping."""
+    text = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
+    lines = [line.strip() for line in text.splitlines()]
+    bookkeeping = ("full_key", "reference_type", "object_type")
+    return " ".join(line for line in lines if line and not line.startswith(bookkeeping))
 
 
 def expand_grid(overrides: list[str]) -> list[list[str]]:
@@ -179,26 +200,16 @@ def validate(cfg: DictConfig) -> None:
 
     from normexp import accel, data, models, optim, probes, tasks
 
-    train, opt = cfg.train, cfg.optim
-    for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
-        if train[key] <= 0:
-            raise ConfigError(f"train.{key} must be a positive integer, got {train[key]}.", fix=f"set train.{key}=N>0")
-    if train.norm_batch is not None and not (
-        0 < train.norm_batch <= train.batch_size and train.batch_size % train.norm_batch == 0
-    ):
-        raise ConfigError(
-            f"train.norm_batch={train.norm_batch} must divide train.batch_size={train.batch_size}.",
-            fix="pick a divisor of the batch size, or null for the whole batch",
-        )
+    _check_group_choices(cfg)
+    _check_train(cfg.train)
+    opt = cfg.optim
     _check_choice("optim.lr_scaling", opt.lr_scaling, ("none", "linear"))
     _check_choice("resume", cfg.resume, ("auto", "never"))
-    if train.checkpoint_every < 0:
-        raise ConfigError(f"train.checkpoint_every must be >= 0, got {train.checkpoint_every}.", fix="0 disables it")
     if not (opt.lr > 0 and math.isfinite(opt.lr)):
         raise ConfigError(f"optim.lr must be a positive number, got {opt.lr}.", fix="set optim.lr=0.1, for example")
-    if cfg.schedule.warmup_steps < 0 or cfg.schedule.warmup_steps > train.steps:
+    if cfg.schedule.warmup_steps < 0 or cfg.schedule.warmup_steps > cfg.train.steps:
         raise ConfigError(
-            f"schedule.warmup_steps={cfg.schedule.warmup_steps} must lie in [0, train.steps={train.steps}].",
+            f"schedule.warmup_steps={cfg.schedule.warmup_steps} must lie in [0, train.steps={cfg.train.steps}].",
             fix="shorten the warm-up or train longer",
         )
     _check_choice("model", cfg.model.get("name"), models.MODELS)
@@ -209,6 +220,7 @@ def validate(cfg: DictConfig) -> None:
     for name in cfg.probes:
         _check_choice("probes", name, probes.PROBES)
     tasks.of(cfg.data)
+    _check_data_sizes(cfg)
     fast = accel.FastPath.parse(cfg.fast_path)
     if cfg.device == "cpu":  # "auto" is resolved where the run starts: a SLURM login node has no GPU
         fast.check(torch.device("cpu"))
@@ -221,16 +233,100 @@ def validate(cfg: DictConfig) -> None:
     _check_model_and_probes(cfg)
 
 
+def _check_train(train: DictConfig) -> None:
+    """The training loop's knobs: positive sizes and intervals, a batch that ``norm_batch`` divides, bounds."""
+    for key in ("steps", "batch_size", "accumulate", "eval_every", "log_every", "eval_batch_size"):
+        if train[key] <= 0:
+            raise ConfigError(f"train.{key} must be a positive integer, got {train[key]}.", fix=f"set train.{key}=N>0")
+    if train.norm_batch is not None and not (
+        0 < train.norm_batch <= train.batch_size and train.batch_size % train.norm_batch == 0
+    ):
+        raise ConfigError(
+            f"train.norm_batch={train.norm_batch} must divide train.batch_size={train.batch_size}.",
+            fix="pick a divisor of the batch size, or null for the whole batch",
+        )
+    if train.checkpoint_every < 0:
+        raise ConfigError(f"train.checkpoint_every must be >= 0, got {train.checkpoint_every}.", fix="0 disables it")
+    if not train.diverge_loss > 0:
+        raise ConfigError(
+            f"train.diverge_loss must be > 0, got {train.diverge_loss}.", fix="set train.diverge_loss=1e4 (the default)"
+        )
+    if train.target_acc is not None and not 0 < train.target_acc <= 1:
+        raise ConfigError(
+            f"train.target_acc must lie in (0, 1] or be null, got {train.target_acc}.",
+            fix="give an accuracy as a fraction, e.g. train.target_acc=0.9",
+        )
+
+
+def _check_data_sizes(cfg: DictConfig) -> None:
+    """``data.train_size`` and ``test_size`` positive or null, and an optimizer batch the training set can fill, as
+    far as its size is known without reading data files (:func:`_known_train_size`)."""
+    for key in ("train_size", "test_size"):
+        size = cfg.data.get(key)
+        if size is not None and not (isinstance(size, int) and size > 0):
+            problem = f"data.{key} must be a positive integer or null, got {size!r}."
+            raise ConfigError(problem, fix=f"set data.{key}=N>0")
+    batch, train_size = cfg.train.batch_size * cfg.train.accumulate, _known_train_size(cfg.data)
+    if train_size is not None and batch > train_size:
+        raise ConfigError(
+            f"train.batch_size × train.accumulate = {batch} exceeds the {train_size} training samples.",
+            fix="lower train.batch_size or train.accumulate, or raise data.train_size",
+        )
+
+
+def _known_train_size(data_cfg: DictConfig) -> int | None:
+    """The training set's size, or a bound on it, where known without reading data files: generated data are
+    generated (milliseconds), a real dataset has at most ``data.train_size`` samples; None when unbounded."""
+    from normexp import data
+
+    if data_cfg.get("synthetic"):
+        return len(data.load(OmegaConf.merge(data_cfg, {"test_size": 1})).train_x)
+    return data_cfg.get("train_size")
+
+
+def _check_group_choices(cfg: DictConfig) -> None:
+    """A ``data=X`` given on the command line that a later config file silently undid: the experiment's
+    ``at_scale`` file sets ``data.name`` (the group's own files are named after their ``name``). Needs the hydra
+    node (``compose_config(..., return_hydra_config=True)``); without it there is nothing to compare."""
+    if "hydra" not in cfg:
+        return
+    given = {override.split("=", 1)[0].lstrip("+~") for override in cfg.hydra.overrides.task}
+    choice, name = cfg.hydra.runtime.choices.get("data"), cfg.data.get("name")
+    if "data" in given and "data.name" not in given and choice != name:
+        source = cfg.hydra.runtime.choices.get("at_scale")
+        where = f"configs/at_scale/{source}.yaml" if source else "a later config file"
+        raise ConfigError(
+            f"data={choice} is overridden by {where}, which sets data.name={name}: the run would train on {name}.",
+            fix=f"set data.name={choice} instead of data={choice}",
+        )
+
+
+@contextmanager
+def _options_of(section: str) -> Iterator[None]:
+    """Turn a TypeError or ValueError raised while building from ``section`` of the config (an option a constructor
+    does not take, or a value it refuses) into a :class:`ConfigError` naming the section."""
+    try:
+        yield
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"bad {section} options: {error}.", fix=f"check the options under {section}") from None
+
+
 def _check_model_and_probes(cfg: DictConfig) -> None:
-    """Build the model and its probes once on tiny generated data: a norm grouping that does not divide a layer's
-    channels, or a probe naming a layer the model lacks, fails here rather than an hour into a sweep."""
+    """Build the model and its probes once on tiny generated data and forward it: a norm grouping that does not
+    divide a layer's channels, a norm option the norm refuses (some, like BN's eps, only in the forward pass), or a
+    probe naming a layer the model lacks, fails here rather than an hour into a sweep."""
+    import torch
+
     from normexp import data, models, probes
     from normexp.norms import NormSpec
 
     tiny = OmegaConf.merge(cfg.data, {"synthetic": True, "train_size": 2, "test_size": 2})
     splits = data.load(tiny)
-    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
-    probes.build(cfg.probes, model, splits)
+    with _options_of("model and norm"), torch.no_grad():
+        model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
+        model(splits.train_x)
+    with _options_of("probes"):
+        probes.build(cfg.probes, model, splits)
 
 
 def norm_options(cfg: DictConfig) -> dict[str, Any]:

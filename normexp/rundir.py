@@ -1,11 +1,16 @@
 """The run folder: resolved config, append-only metrics, Parquet metrics and ``summary.json``.
 
 A run folder is named by its overrides (see ``configs/config.yaml``), never by time, so relaunching a grid finds
-the runs it already finished. Every file a reader consumes is written atomically (temporary file, fsync, rename).
+the runs it already finished; its summary and checkpoint hold a hash of the resolved config (:func:`config_hash`),
+so a relaunch notices when the experiment's YAML changed under a run. Every file a reader consumes is written
+atomically (temporary file, fsync, rename). While a run trains, its process holds the folder's lock
+(:func:`run_lock`), so two launches of the same run never train into one folder.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -13,6 +18,8 @@ import re
 import socket
 import subprocess
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,23 +28,34 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from normexp.config import folder_excluded_keys
+
 CONFIG_FILE = "config.yaml"
 METRICS_LOG = "metrics.jsonl"
 METRICS_TABLE = "metrics.parquet"
 SUMMARY_FILE = "summary.json"
+LOCK_FILE = ".lock"
 FINAL_STATUSES = ("completed", "diverged")
-"""Statuses of a run that is over: relaunching its grid skips it. A ``failed`` run is retried from scratch and an
-``interrupted`` one resumes from its checkpoint."""
+"""Statuses of a run that is over: relaunching its grid skips it. Any other run trains again on relaunch: with
+``resume: auto`` an ``interrupted`` or ``failed`` run continues from its last checkpoint (a failed one starts from
+scratch when it failed before its first checkpoint); with ``resume: never`` every one starts from scratch."""
+RUNNING_ELSEWHERE = "running elsewhere"
+"""The state of a run whose folder another process holds locked (:func:`run_lock`): it is neither done nor failed."""
 
 
 def atomic_write(path: Path, write: Any, mode: str = "w") -> None:
-    """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then rename it into place."""
+    """Write ``path`` through ``write(file)`` into a temporary sibling, fsync it, then rename it into place; on any
+    error the temporary file is removed and ``path`` is left as it was."""
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    with open(partial, mode) as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    partial.replace(path)
+    try:
+        with open(partial, mode) as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        partial.replace(path)
+    except BaseException:  # KeyboardInterrupt too: a partial file is never left behind
+        partial.unlink(missing_ok=True)
+        raise
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
@@ -57,10 +75,47 @@ def read_summary(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_finished(run_dir: Path) -> bool:
-    """Whether the run in ``run_dir`` is over (completed or diverged) and need not run again."""
+def is_over(summary: dict[str, Any] | None) -> bool:
+    """Whether a run with ``summary`` is over: diverged, or completed all its steps (older versions recorded a run
+    stopped by Ctrl-C as ``completed`` with fewer steps)."""
+    if summary is None or summary.get("status") not in FINAL_STATUSES:
+        return False
+    return summary["status"] == "diverged" or summary.get("steps") == summary.get("total_steps")
+
+
+def is_finished(run_dir: Path, config_hash: str | None = None) -> bool:
+    """Whether the run in ``run_dir`` is over (:func:`is_over`) and need not run again; given the ``config_hash``
+    of the config it would run now, a run made with another config is not finished (its hash unknown: it is)."""
     summary = read_summary(run_dir)
-    return summary is not None and summary.get("status") in FINAL_STATUSES
+    stored = (summary or {}).get("config_hash")
+    return is_over(summary) and (config_hash is None or stored in (None, config_hash))
+
+
+@contextmanager
+def run_lock(run_dir: Path) -> Iterator[bool]:
+    """Hold an exclusive lock on ``run_dir`` for the block; yield False, without waiting, when another process holds
+    it. A file system without locks (some cluster mounts) yields True after a warning: the run goes on unguarded."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / LOCK_FILE, "a") as handle:  # closing it releases the lock, whatever ends the block
+        yield _try_lock(handle)
+
+
+def _try_lock(handle: Any) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        warnings.warn(f"cannot lock {handle.name} ({error.strerror}); running without a lock", stacklevel=3)
+    return True
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Whether another process holds ``run_dir``'s lock, i.e. trains that run now."""
+    if not (Path(run_dir) / LOCK_FILE).exists():
+        return False
+    with run_lock(Path(run_dir)) as acquired:
+        return not acquired
 
 
 SECRET_NAME = re.compile(r"api[_-]?key|token|secret|password|credential", re.IGNORECASE)
@@ -87,6 +142,36 @@ def redact(tree: Any) -> Any:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's config, resolved and without secrets: what the run folder and trackers store."""
     return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their string form (one column each)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def identity(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes, as flat ``key: value`` pairs: its resolved config without the keys that name no run
+    folder because they do not change the run (``exclude_keys`` in ``configs/config.yaml``: out_dir, logger,
+    device, seed, which the folder name holds anyway, ...)."""
+    excluded = folder_excluded_keys()
+    return {
+        key: value
+        for key, value in flatten(resolved).items()
+        if not any(key == name or key.startswith(name + ".") for name in excluded)
+    }
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """A short hash of :func:`identity`: equal for two configs exactly when they train the same run."""
+    text = json.dumps(identity(resolved), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_config(run_dir: Path, cfg: DictConfig) -> None:

@@ -4,9 +4,10 @@ A plain loop a reader can hold in mind: draw a batch, step, and every ``log_ever
 metrics, every ``eval_every`` steps evaluate on the test set and call the probes. Metrics accumulate on the
 device and are read back only when recorded, so a GPU is not synchronized every step.
 
-Every ``checkpoint_every`` steps, at the end, and when a preemption signal (SIGTERM/SIGUSR1) arrives, the loop
-saves a checkpoint; with ``resume: auto`` a relaunched run continues from it and ends bit-identical (on CPU) to a
-run that was never interrupted.
+Every ``checkpoint_every`` steps, at the end, and when a stop signal arrives (SIGTERM, SIGUSR1, submitit's SIGUSR2,
+Ctrl-C: :func:`normexp.checkpoint.stop_signals`), the loop saves a checkpoint; with ``resume: auto`` a relaunched
+run continues from it and ends bit-identical (on CPU) to a run that was never interrupted. A run stopped any other
+way (Ctrl-C twice, ``sys.exit``) is recorded ``interrupted`` too and resumes from its last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import signal
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +33,7 @@ from normexp.rundir import (
     METRICS_LOG,
     SUMMARY_FILE,
     MetricsLog,
+    config_hash,
     environment,
     resolved_config,
     save_config,
@@ -122,19 +125,24 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.resume == "auto" and saved.exists():
         loop.load_state_dict(checkpoint.load(saved, device))
         truncate_metrics_log(run_dir / METRICS_LOG, loop.step)
-    else:
+    else:  # a stale checkpoint must not outlive the restart: a kill before the first save would resume from it
         (run_dir / METRICS_LOG).unlink(missing_ok=True)
+        saved.unlink(missing_ok=True)
     loop.record.open(cfg, run_dir)
+    identity = {"config_hash": config_hash(resolved_config(cfg))}
     status, error, interrupted = "completed", None, None
     try:
         with checkpoint.preemption_flag() as preempted:
-            loop.run(lambda: checkpoint.save(saved, loop.state_dict()), preempted)
+            loop.run(lambda: checkpoint.save(saved, loop.state_dict() | identity), preempted)
     except Diverged as why:
         status, error = "diverged", str(why)
     except Interrupted as why:
         status, error, interrupted = "interrupted", str(why), why
     except Exception as why:
         status, error = "failed", f"{type(why).__name__}: {why}"
+        raise
+    except BaseException as why:  # KeyboardInterrupt (Ctrl-C twice), SystemExit: mid-step, so no checkpoint now
+        status, error = "interrupted", f"{type(why).__name__} at step {loop.step}; resumes from the last checkpoint"
         raise
     finally:
         summary = finish(cfg, run_dir, loop.record, status, error, loop.step, loop.elapsed, loop.trained_steps, device)
@@ -146,8 +154,10 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
 
 
 def start(cfg: DictConfig, run_dir: Path) -> None:
-    """Create ``run_dir`` with the run's config (``config.yaml``) and the process's settings from ``cfg``."""
+    """Create ``run_dir`` with the run's config (``config.yaml``) and the process's settings from ``cfg``; remove
+    the summary of an earlier attempt, which no longer describes the run (a running run has none)."""
     run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     save_config(run_dir, cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -183,6 +193,7 @@ def finish(
         "final": record.last_metrics,
         "best": record.best,
         "steps_to_target": record.steps_to_target,
+        "config_hash": config_hash(resolved_config(cfg)),
         **extra,
         **environment(device),
     }
@@ -286,11 +297,12 @@ class _Loop:
                     due |= self._evaluate()
                 self._record(due, bar)
                 self.elapsed = time.perf_counter() - started
-                last = self.step == cfg.steps
-                if last or preempted.is_set() or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                periodic = cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0
+                if self.step == cfg.steps or preempted.is_set() or periodic:
                     save_checkpoint()
-                if preempted.is_set() and not last:
-                    raise Interrupted(f"preemption signal at step {self.step}; checkpoint saved", preempted)
+                if preempted.is_set():  # even after the last step: the signal is still handed on
+                    names = "+".join(signal.Signals(sig).name for sig in preempted.signals)
+                    raise Interrupted(f"{names} at step {self.step}; checkpoint saved", preempted)
 
     def _train_step(self) -> None:
         """One optimizer step over ``accumulate`` draws of ``batch_size`` samples, forwarded ``norm_batch`` at a time

@@ -1,8 +1,10 @@
 """Launching runs: plan and validate every job of a grid first, run them through Hydra, report what happened.
 
 ``normexp run`` (one run) and ``normexp run -m`` (a grid) both go through :func:`launch`. Every job's config is
-composed and validated before any work starts; a finished run (completed or diverged) is skipped on relaunch;
-a run that fails records ``failed`` in its summary and the grid goes on.
+composed and validated before any work starts; a finished run (completed or diverged) is skipped on relaunch,
+unless the experiment's config changed under it (then the launch stops and says so, see :func:`check_identity`);
+a run that fails records ``failed`` in its summary and the grid goes on; a run another process is training (its
+folder locked) is skipped and reported as running elsewhere.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import sys
 import threading
 import time
 import traceback
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,19 +24,33 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
+from normexp.checkpoint import CHECKPOINT_FILE, stored_config_hash
 from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
 from normexp.devices import pin_worker_gpu
 from normexp.errors import ConfigError, UserError
-from normexp.rundir import FINAL_STATUSES, SUMMARY_FILE, is_finished, read_summary, write_json
+from normexp.rundir import (
+    FINAL_STATUSES,
+    RUNNING_ELSEWHERE,
+    SUMMARY_FILE,
+    config_hash,
+    is_finished,
+    is_locked,
+    is_over,
+    read_summary,
+    resolved_config,
+    run_lock,
+    write_json,
+)
 
 
 @dataclass(frozen=True)
 class Job:
-    """One planned run: its overrides, composed config and run folder."""
+    """One planned run: its overrides, composed config, run folder and config hash (what it computes)."""
 
     overrides: list[str]
     cfg: DictConfig
     run_dir: Path
+    config_hash: str
 
 
 def plan(overrides: list[str], multirun: bool) -> list[Job]:
@@ -47,14 +63,38 @@ def plan(overrides: list[str], multirun: bool) -> list[Job]:
         except UserError as error:
             where = f" (in the job {' '.join(job_overrides)})" if multirun else ""
             raise type(error)(error.problem + where, error.choices, error.fix) from None
-        jobs.append(Job(job_overrides, cfg, _run_dir(cfg, multirun)))
+        jobs.append(Job(job_overrides, cfg, _run_dir(cfg, multirun), config_hash(resolved_config(job_config(cfg)))))
     _check_writable(jobs)
+    for job in jobs:
+        check_identity(job)
     if multirun and jobs and jobs[0].cfg.fuse:
         from normexp import fused  # torch.func and the models: only when fusing
 
         for cell in cells(jobs):
             fused.check_fusable([job_config(job.cfg) for job in cell])
     return jobs
+
+
+def check_identity(job: Job) -> None:
+    """Refuse to skip or resume a run made with another config than ``job``'s (the experiment's YAML changed since):
+    a finished run compares its summary's config hash, an unfinished one its checkpoint's; an unknown hash (runs
+    from before hashes were stored) passes. With ``resume=never`` nothing is refused: such a run starts again."""
+    if job.cfg.resume == "never":
+        return
+    summary, saved = read_summary(job.run_dir), job.run_dir / CHECKPOINT_FILE
+    if is_over(summary):
+        stored, what = summary.get("config_hash"), f"finished ({summary['status']})"
+    elif saved.exists():
+        stored, what = stored_config_hash(saved), "checkpointed"
+    else:
+        return
+    if stored not in (None, job.config_hash):
+        raise ConfigError(
+            f"the run folder {job.run_dir} holds a {what} run of another config than this launch's (config hash "
+            f"{stored}, now {job.config_hash}): the experiment's or scale's YAML changed since it ran, and a run "
+            "folder is named by the command-line overrides only.",
+            fix="delete the folder, or add resume=never to start it again with the new config",
+        )
 
 
 def job_config(cfg: DictConfig) -> DictConfig:
@@ -81,11 +121,15 @@ def train_cells(jobs: list[Job]) -> None:
     from normexp import fused
 
     for cell in cells(jobs):
-        try:
-            fused.train_cell([job_config(job.cfg) for job in cell], [job.run_dir for job in cell])
-        except Exception as error:
-            for job in cell:
-                record_failure(job.run_dir, error)
+        with ExitStack() as locks:
+            if not all([locks.enter_context(run_lock(job.run_dir)) for job in cell]):
+                print(f"skip the cell of {cell[0].run_dir} ({RUNNING_ELSEWHERE}: a run's folder is locked)")
+                continue
+            try:
+                fused.train_cell([job_config(job.cfg) for job in cell], [job.run_dir for job in cell])
+            except Exception as error:
+                for job in cell:
+                    record_failure(job.run_dir, error)
 
 
 def _run_dir(cfg: DictConfig, multirun: bool) -> Path:
@@ -117,17 +161,27 @@ def _check_writable(jobs: list[Job]) -> None:
 
 
 def run_job(cfg: DictConfig) -> dict[str, Any]:
-    """Hydra's task function: train one run into its folder unless it is finished; never raise."""
+    """Hydra's task function: train one run into its folder, holding the folder's lock, unless it is finished or
+    another process holds the lock; never raise, except to stop the process on a stop signal."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    with run_lock(run_dir) as acquired:
+        if not acquired:
+            print(f"skip {run_dir} ({RUNNING_ELSEWHERE}: another process holds its lock)")
+            return {"status": RUNNING_ELSEWHERE}
+        if is_finished(run_dir, config_hash(resolved_config(cfg))):
+            print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
+            return read_summary(run_dir)
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Train the run; a failure is recorded in its summary, a stop signal handed on once it is checkpointed."""
     from normexp.runner import Interrupted, train
 
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
-    if is_finished(run_dir):
-        print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
-        return read_summary(run_dir)
     pin_worker_gpu(cfg.gpus if cfg.launcher_name == "joblib" else 0)
     try:
         return train(cfg, run_dir)
-    except Interrupted as preempted:  # checkpointed: hand the signal on (default: stop; submitit: requeue)
+    except Interrupted as preempted:  # checkpointed: hand the signal on (default: stop; submitit's USR2: requeue)
         print(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
         sys.stderr.flush()
         preempted.preemption.forward()
@@ -152,7 +206,8 @@ def _hydra_entry(cfg: DictConfig) -> None:
 
 
 def call_hydra(args: list[str]) -> None:
-    """Run the Hydra app with command-line ``args`` (overrides and Hydra flags)."""
+    """Run the Hydra app with command-line ``args`` (overrides and Hydra flags). Ctrl-C ends the process with
+    status 130 and no traceback: the run has said that it was checkpointed and how to resume."""
     register()
     GlobalHydra.instance().clear()
     app = hydra.main(config_path=str(CONFIG_DIR), config_name="config", version_base=None)(_hydra_entry)
@@ -160,6 +215,8 @@ def call_hydra(args: list[str]) -> None:
     sys.argv = ["normexp", *args]
     try:
         app()
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
@@ -168,7 +225,7 @@ def call_hydra(args: list[str]) -> None:
 def launch(overrides: list[str], multirun: bool) -> list[Job]:
     """Plan, validate and run ``overrides``; return the jobs (their summaries are in their folders)."""
     jobs = plan(overrides, multirun)
-    pending = [job for job in jobs if not is_finished(job.run_dir)]
+    pending = [job for job in jobs if not is_finished(job.run_dir, job.config_hash)]
     print(f"{len(jobs)} run(s), {len(jobs) - len(pending)} already finished, {len(pending)} to run")
     if pending:
         with SweepProgress(pending) if multirun else nullcontext():
@@ -228,11 +285,12 @@ def _duration(seconds: float) -> str:
 
 
 def report(jobs: list[Job]) -> int:
-    """Print one line per status and the failed runs; return the exit status (1 if any run failed)."""
+    """Print one line per status and the failed runs; return the exit status (1 if any run failed; a run that
+    another process is training is neither done nor failed)."""
     statuses: dict[str, list[Job]] = {}
     for job in jobs:
-        summary = read_summary(job.run_dir) or {"status": "missing"}
-        statuses.setdefault(summary["status"], []).append(job)
+        status = RUNNING_ELSEWHERE if is_locked(job.run_dir) else (read_summary(job.run_dir) or {}).get("status")
+        statuses.setdefault(status or "missing", []).append(job)
     print("runs: " + ", ".join(f"{len(v)} {k}" for k, v in sorted(statuses.items())))
     failed = statuses.get("failed", []) + statuses.get("missing", [])
     for job in failed:

@@ -12,6 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from normexp.rundir import config_hash
+
 
 class Tracker:
     """The ``none`` tracker, and the interface of every tracker."""
@@ -27,10 +29,13 @@ class WandbTracker(Tracker):
     """One W&B run per training run: config = the resolved config, group = experiment, job type = scale, tags =
     claim and norm.
 
-    The W&B id derives from the run folder (itself named by the run's config), so a resumed run continues the
-    same W&B run and two runs never share one. Mode ``auto`` is online when an API key is configured and offline
-    otherwise; an online start that fails (no network, bad key, server error) falls back to offline, so the history
-    is kept for ``wandb sync <run folder>/wandb/offline-run-*`` later.
+    The W&B id derives from the project, experiment, scale, run folder name (the overrides and seed) and config hash
+    (:func:`wandb_id`), never from where the folder lies: a resumed run continues the same W&B run, even moved to
+    another machine or out_dir, two runs never share one, and a run restarted with a changed config is a new one.
+
+    Mode ``auto`` is online when an API key is configured and offline otherwise; an online start that fails (no
+    network, bad key, server error) falls back to offline, so the history is kept for
+    ``wandb sync <run folder>/wandb/offline-run-*`` later.
     """
 
     def __init__(self, cfg: dict[str, Any], run_dir: Path) -> None:
@@ -73,7 +78,7 @@ def _init(cfg: dict[str, Any], run_dir: Path, mode: str) -> Any:
         entity=logger["entity"],
         mode=mode,
         dir=str(run_dir),
-        id=hashlib.sha1(str(Path(run_dir).resolve()).encode()).hexdigest()[:16],
+        id=wandb_id(cfg, Path(run_dir).name),
         name=Path(run_dir).name,
         group=cfg["experiment_name"],
         job_type=cfg["scale_name"],
@@ -83,6 +88,12 @@ def _init(cfg: dict[str, Any], run_dir: Path, mode: str) -> Any:
         reinit="create_new",
         settings=wandb.Settings(silent=True, console="off", init_timeout=logger["init_timeout"]),
     )
+
+
+def wandb_id(cfg: dict[str, Any], run_name: str) -> str:
+    """The W&B id of the run ``run_name`` (its folder's name) with resolved config ``cfg``."""
+    parts = (cfg["logger"]["project"], cfg["experiment_name"], cfg["scale_name"], run_name, config_hash(cfg))
+    return hashlib.sha1("/".join(parts).encode()).hexdigest()[:16]
 
 
 def _wandb_mode(mode: str) -> str:

@@ -45,3 +45,17 @@ def test_seed_statistics() -> None:
     assert (stats.loc["a", "min"], stats.loc["a", "max"]) == (1.0, 10.0)
     assert stats.loc["a", "mean"] == 4.0 and stats.loc["a", "std"] == pytest.approx(4.0825, abs=1e-4)
     assert stats.loc["b", "n"] == 1
+
+
+def test_aggregation_counts_diverged_and_failed_runs_per_cell() -> None:
+    summary = pd.DataFrame(
+        {
+            "norm": ["bn", "bn", "bn", "none", "none"],
+            "status": ["completed", "diverged", "failed", "completed", "completed"],
+            "final/test/acc": [0.9, 0.2, None, 0.8, 0.7],  # the failed run recorded no value
+        }
+    )
+    stats = aggregate(summary, ["norm"], "final/test/acc").set_index("norm")
+    assert stats.loc["bn", ["n", "n_diverged", "n_failed"]].tolist() == [2, 1, 1]
+    assert stats.loc["none", ["n", "n_diverged", "n_failed"]].tolist() == [2, 0, 0]
+    assert "n_failed" not in aggregate(summary.drop(columns="status"), ["norm"], "final/test/acc")

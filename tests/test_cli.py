@@ -14,7 +14,30 @@ BAD_INPUT = [
     (("run", "data.name=nope"), "unknown data 'nope'", "fashion_mnist"),
     (("run", "optim.lr=-0.1"), "optim.lr must be a positive number", "optim.lr="),
     (("run", "train.steps=0"), "train.steps must be a positive integer", "train.steps=N>0"),
-    (("run", "train.steps=ten"), "train.steps", "Fix"),
+    (("run", "train.steps=ten"), "train.steps=ten: Value 'ten' of type 'str' could not be converted to Integer", "Fix"),
+    (("run", "train.diverge_loss=0"), "train.diverge_loss must be > 0, got 0.0", "train.diverge_loss=1e4"),
+    (("run", "train.target_acc=2"), "train.target_acc must lie in (0, 1] or be null, got 2.0", "target_acc=0.9"),
+    (("run", "train.target_acc=0"), "train.target_acc must lie in (0, 1] or be null, got 0.0", "target_acc=0.9"),
+    (("run", "data.train_size=0"), "data.train_size must be a positive integer or null, got 0", "data.train_size=N>0"),
+    (("run", "data.test_size=-3"), "data.test_size must be a positive integer or null, got -3", "data.test_size=N>0"),
+    (("run", "train.batch_size=200", "train.accumulate=2"), "= 400 exceeds the 256 training samples", "accumulate"),
+    (
+        ("run", "train.batch_size=600", "train.accumulate=2", "data.train_size=null"),
+        "= 1200 exceeds the 1024 training samples",  # generated data's default size
+        "raise data.train_size",
+    ),
+    (
+        ("run", "scale=cpu", "data.train_size=1000", "train.batch_size=600", "train.accumulate=2"),
+        "= 1200 exceeds the 1000 training samples",  # real data: at most data.train_size
+        "lower train.batch_size",
+    ),
+    (("run", "norm.eps=-1"), "bad model and norm options: batch_norm eps must be positive", "under model and norm"),
+    (("run", "+probes.input_percentiles.bogus=3"), "bad probes options", "unexpected keyword argument 'bogus'"),
+    (
+        ("run", "experiment=ioffe2015-fig1", "scale=cpu", "data=mnist"),
+        "data=mnist is overridden by configs/at_scale/ioffe2015-fig1/cpu.yaml, which sets data.name=fashion_mnist",
+        "set data.name=mnist",
+    ),
     (("run", "-m", "norm=bn,nope"), "norm/nope", "bn"),
     (("run", "train.batch_size=8", "train.norm_batch=3"), "must divide train.batch_size=8", "divisor"),
     (("run", "schedule.warmup_steps=100"), "schedule.warmup_steps=100 must lie in [0, train.steps=20]", "Fix"),
@@ -42,7 +65,8 @@ BAD_INPUT = [
 @pytest.mark.parametrize(("args", "problem", "hint"), BAD_INPUT, ids=[" ".join(a) for a, _, _ in BAD_INPUT])
 def test_bad_input_is_one_clear_paragraph_and_exit_2(cli, out_dir: Path, args, problem: str, hint: str) -> None:
     command, *rest = args
-    extra = ["scale=smoke", f"out_dir={out_dir}"] if command == "run" else []
+    scale = [] if any(arg.startswith("scale=") for arg in rest) else ["scale=smoke"]
+    extra = [*scale, f"out_dir={out_dir}"] if command == "run" else []
     status, out, err = cli(command, *rest, *extra)
     assert status == 2
     assert err.startswith("normexp: error:") and problem in err and hint in err

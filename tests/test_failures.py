@@ -1,15 +1,18 @@
 """Nothing lost: a NaN or a crash in one run does not stop the grid; tracker, disk and results-file problems are
-clear messages; secrets never reach a run folder."""
+clear messages; a crash mid-write leaves the last good file; two launches never train into one folder; secrets
+never reach a run folder."""
 
 from __future__ import annotations
 
 import json
 import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 import pytest
 
-from normexp import reproduce, sweep
+from normexp import plotting, reproduce, sweep
+from normexp.rundir import atomic_write, is_finished, run_lock, write_json
 from normexp.runner import train
 
 SMOKE = "adhoc/smoke"
@@ -130,3 +133,55 @@ def test_damaged_results_are_a_clear_error_that_names_the_fix(cli, tmp_path: Pat
     status, out, err = cli("verify", "ioffe2015-fig1", "--results", str(tmp_path))
     assert status == 2 and "are damaged" in err and "normexp reproduce ioffe2015-fig1" in err
     assert "Traceback" not in out + err
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_partial_one(tmp_path: Path) -> None:
+    path = tmp_path / "summary.json"
+    path.write_text("old")
+
+    def crash(file) -> None:
+        file.write("half of the new")
+        raise OSError("No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write(path, crash)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_figure_that_fails_to_save_leaves_the_last_good_one(tmp_path: Path, monkeypatch) -> None:
+    paths = plotting.save(plotting.figure()[0], tmp_path, "fig")
+    good = {path: path.read_bytes() for path in paths}
+    fig, _ = plotting.figure()
+
+    def crash(target, **options) -> None:  # a process killed while matplotlib writes
+        with open(target, "wb") if isinstance(target, str | Path) else nullcontext(target) as out:
+            out.write(b"%PDF truncated")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(fig, "savefig", crash)
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        plotting.save(fig, tmp_path, "fig")
+    assert {path: path.read_bytes() for path in paths} == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.pdf", "fig.png"]
+
+
+@pytest.mark.parametrize(
+    ("status", "steps", "finished"),
+    [("completed", 20, True), ("completed", 7, False), ("diverged", 7, True), ("interrupted", 7, False)],
+)
+def test_only_a_run_that_ended_counts_as_finished(tmp_path: Path, status: str, steps: int, finished: bool) -> None:
+    """A ``completed`` summary short of its steps (older versions recorded Ctrl-C so) is not finished."""
+    write_json(tmp_path / "summary.json", {"status": status, "steps": steps, "total_steps": 20})
+    assert is_finished(tmp_path) is finished
+
+
+@pytest.mark.parametrize("fuse", ["fuse=false", "fuse=true"])
+def test_a_run_another_launch_trains_is_skipped_not_failed(cli, out_dir: Path, fuse: str) -> None:
+    locked = out_dir / SMOKE / "norm=bn,seed=0"
+    with run_lock(locked) as acquired:  # another launch of the same run, training now
+        assert acquired
+        status, out, err = cli("run", "-m", "scale=smoke", f"out_dir={out_dir}", "norm=bn,none", fuse)
+    assert status == 0, err
+    assert "running elsewhere" in out and "runs: 1 completed, 1 running elsewhere" in out
+    assert not (locked / "summary.json").exists()
+    assert json.loads((out_dir / SMOKE / "norm=none,seed=0" / "summary.json").read_text())["status"] == "completed"

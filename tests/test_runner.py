@@ -17,12 +17,12 @@ def test_one_run_writes_a_self_describing_folder(cli, out_dir: Path) -> None:
     status, _out, _ = cli("run", "experiment=ioffe2015-fig1", "scale=smoke", f"out_dir={out_dir}", "norm=bn", "seed=3")
     assert status == 0
     run = out_dir / SMOKE / "norm=bn,seed=3"
-    files = ["checkpoint.pt", "config.yaml", "metrics.jsonl", "metrics.parquet", "summary.json"]
+    files = [".lock", "checkpoint.pt", "config.yaml", "metrics.jsonl", "metrics.parquet", "summary.json"]
     assert sorted(p.name for p in run.iterdir()) == files
     summary = json.loads((run / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["steps"] == summary["total_steps"] == 20
-    for key in ("wall_time_s", "steps_per_s", "git_sha", "torch", "cuda", "host", "device"):
+    for key in ("wall_time_s", "steps_per_s", "git_sha", "torch", "cuda", "host", "device", "config_hash"):
         assert key in summary
     metrics = pd.read_parquet(run / "metrics.parquet")
     assert list(metrics.columns) == ["step", "metric", "value"]
