@@ -13,20 +13,23 @@ import pytest
 from normexp import claims, plotting, reproduce, runner
 from normexp.claims import Results, li2018
 from normexp.config import compose_config
+from normexp.probes.surface import Grid
 from normexp.rundir import read_metrics_log
 
 STEPS = range(1, 102, 10)
 DLN_STEPS = range(0, 1001, 50)  # a longer run: its first 20% end at step 200, the VGG's at step 20
-NORM, EXPERIMENT = "norm.name", "experiment_name"
+NORM, EXPERIMENT, TRAIN_ACC = "norm.name", "experiment_name", "final/train/acc"
 VGG, DLN = "santurkar2018-vgg", "santurkar2018-dln"
 COLUMNS = ["run_id", EXPERIMENT, NORM, "seed", "step", "metric", "value"]
 
 
-def landscape_runs(values: dict[str, dict[str, float]], experiment: str = VGG, steps: range = STEPS) -> pd.DataFrame:
-    """Three seeds per norm; each line-search metric constant over steps at ``values[norm][metric]`` (± 1%)."""
+def landscape_runs(
+    values: dict[str, dict[str, float]], experiment: str = VGG, steps: range = STEPS, seeds: int = 3
+) -> pd.DataFrame:
+    """``seeds`` seeds per norm; each line-search metric constant over steps at ``values[norm][metric]`` (± 1%)."""
     rows = []
     for norm, metrics in values.items():
-        for seed in range(3):
+        for seed in range(seeds):
             for step in steps:
                 for metric, value in metrics.items():
                     run = f"{experiment}/{norm}-{seed}"
@@ -106,11 +109,11 @@ def test_ws_smoothness_pass_and_fail() -> None:
     }
 
 
-def ics_runs(bn: tuple[float, float], none: tuple[float, float], experiment: str = VGG) -> pd.DataFrame:
+def ics_runs(bn: tuple[float, float], none: tuple[float, float], experiment: str = VGG, seeds: int = 3) -> pd.DataFrame:
     """Three layers; the first has no ICS by definition (ℓ2 0, cos 1), the others (ℓ2, cos) per norm."""
     rows = []
     for norm, (l2, cos) in (("bn", bn), ("none", none)):
-        for seed in range(3):
+        for seed in range(seeds):
             run = f"{experiment}/{norm}-{seed}"
             for step in STEPS:
                 for layer, (a, b) in (("layer0", (0.0, 1.0)), ("layer1", (l2, cos)), ("out", (2 * l2, cos))):
@@ -160,7 +163,7 @@ def test_smoothness_and_ics_figures_have_a_panel_row_per_model(monkeypatch, tmp_
     claims.get("santurkar2018-ics").plot(results, tmp_path)
     assert [title.split(":")[0] for title in titles["landscape"]] == [
         *("(a) VGG", "(b) VGG", "(c) VGG"),
-        *("(a) DLN", "(b) DLN", "(c) DLN"),
+        *("(d) DLN", "(e) DLN", "(f) DLN"),
     ]
     assert [title.split(":")[0] for title in titles["ics"]] == [
         *("VGG layer1", "VGG layer1", "VGG out", "VGG out"),
@@ -168,14 +171,14 @@ def test_smoothness_and_ics_figures_have_a_panel_row_per_model(monkeypatch, tmp_
     ]
 
 
-def noisy_summary(**accuracy: float | str) -> pd.DataFrame:
-    """Three runs per net at the given final training accuracy (± 0.5 point); "diverged" marks a diverged net."""
+def noisy_summary(seeds: int = 3, **accuracy: float | str) -> pd.DataFrame:
+    """``seeds`` runs per net at the given final training accuracy (± 0.5 point); "diverged" marks a diverged net."""
     rows = []
     for norm, acc in accuracy.items():
-        for seed in range(3):
+        for seed in range(seeds):
             status = "diverged" if acc == "diverged" else "completed"
             value = float("nan") if acc == "diverged" else acc + 0.005 * (seed - 1)
-            rows.append({"run_id": f"{norm}-{seed}", NORM: norm, "status": status, "final/train/acc": value})
+            rows.append({"run_id": f"{norm}-{seed}", NORM: norm, "seed": seed, "status": status, TRAIN_ACC: value})
     return pd.DataFrame(rows)
 
 
@@ -197,6 +200,46 @@ def test_noisy_bn_not_reproduced() -> None:
         "3d: noisy BN above standard",
         "3d: standard + noise near chance or clearly below standard",
     }
+
+
+def test_two_seeds_per_norm_are_insufficient_data_for_every_criterion() -> None:
+    two = {  # the DLN's (or the only model's) runs with 2 seeds per norm
+        "santurkar2018-smoothness": pd.concat(
+            [landscape_runs({"bn": SMOOTH, "none": ROUGH}), landscape_runs({"bn": SMOOTH, "none": ROUGH}, DLN, seeds=2)]
+        ),
+        "qiao2019-ws-smoothness": landscape_runs({"gn+ws": SMOOTH, "gn": ROUGH}, seeds=2),
+        "santurkar2018-ics": pd.concat([ics_runs(**SHIFTS_MORE), ics_runs(**SHIFTS_MORE, experiment=DLN, seeds=2)]),
+    }
+    for claim_id, runs in two.items():
+        result = verdict(claim_id, runs)
+        assert result.verdict == "insufficient data" and "2 seeds, 3 needed" in result.note, claim_id
+    summary = noisy_summary(seeds=2, bn=0.90, noisy_bn=0.87, none=0.85, noise=0.12)
+    result = verdict("santurkar2018-noisy-bn", pd.DataFrame(), summary)
+    assert result.verdict == "insufficient data" and "2 seeds, 3 needed" in result.note
+
+
+def activation_runs(norms: tuple[str, ...], modules: tuple[str, ...]) -> pd.DataFrame:
+    """Accuracy curves and per-module activation mean/variance over steps, three seeds per norm."""
+    metrics = ["train/acc", "test/acc", *(f"act/{module}/{stat}" for module in modules for stat in ("mean", "var"))]
+    rows = [
+        (f"{norm}-{seed}", "santurkar2018-noisy-bn", norm, seed, step, metric, 0.5)
+        for norm in norms
+        for seed in range(3)
+        for step in STEPS
+        for metric in metrics
+    ]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def test_noisy_bn_figure_has_no_empty_panel(monkeypatch, tmp_path: Path) -> None:
+    figures = {}
+    monkeypatch.setattr(plotting, "save", lambda fig, _, name: figures.setdefault(name, fig))
+    runs = activation_runs(("none", "bn", "noisy_bn", "noise"), ("features.0.norm", "features.4.norm"))
+    claims.get("santurkar2018-noisy-bn").plot(Results(runs, noisy_summary(bn=0.9)), tmp_path)
+    axes = figures["noisy_bn"].axes
+    assert len(axes) == 2 + 2 * 4  # two accuracy panels, then a panel per module and norm
+    assert all(ax.axison and (ax.lines or ax.collections) for ax in axes)
+    assert {"train acc", "test acc"} <= {ax.get_title() for ax in axes}
 
 
 def test_landscape_figure_set_has_no_criterion() -> None:
@@ -236,8 +279,9 @@ def test_paper_scale_composes(out_dir: Path, experiment: str) -> None:
 
 def test_landscape_figures_from_runs_then_from_stored_surfaces(compose, out_dir: Path, tmp_path: Path) -> None:
     runs = out_dir / "li2018-norm" / "smoke"  # where the runner's sweep puts them: out_dir/<run_id>
-    for seed in (0, 1):
-        runner.train(compose("experiment=li2018-norm", "norm=bn", f"seed={seed}"), runs / f"norm=bn,seed={seed}")
+    for seed in (0, 1):  # surface settings from config: smoke.yaml's, and one set on the command line
+        cfg = compose("experiment=li2018-norm", "norm=bn", f"seed={seed}", "probes.surface.points_1d=7")
+        runner.train(cfg, runs / f"norm=bn,seed={seed}")
     claim = claims.get("li2018-landscape")
     target = reproduce.results_dir(claim.id, "smoke", tmp_path)
     results = reproduce.store(sorted(runs.iterdir()), target)
@@ -245,6 +289,9 @@ def test_landscape_figures_from_runs_then_from_stored_surfaces(compose, out_dir:
     assert {path.name for path in claim.plot(results, target)} == figures
     stored = sorted(path.name for path in (target / "surfaces").iterdir())
     assert stored == ["bn-seed0-1d.npz", "bn-seed0-2d.npz", "bn-seed0-to-seed1.npz", "bn-seed1-1d.npz"]
+    grids = [Grid.read(target / "surfaces" / name) for name in stored]
+    assert [len(grid.coords) for grid in grids] == [7, 3 * 3, 7, 7]  # points_2d and samples from smoke.yaml
+    assert all(grid.meta["samples"] == 64 for grid in grids)
     stamps = {path: path.stat().st_mtime_ns for path in (target / "surfaces").iterdir()}
     li2018.surfaces(results, target)  # complete surfaces are not recomputed
     assert stamps == {path: path.stat().st_mtime_ns for path in (target / "surfaces").iterdir()}

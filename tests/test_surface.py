@@ -1,22 +1,37 @@
 """Loss surfaces (Li et al. 2018): filter normalization, the resumable grid, interpolation with BN running
-statistics, and a surface of a trained run against the runner's own evaluation."""
+statistics, a surface of a trained run against the runner's own evaluation, and the settings switched on from
+config (``probes.surface``) for the claim and ``scripts/landscape.py``."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
-from normexp import tasks
+from normexp import data, probes, tasks
+from normexp.errors import ConfigError
 from normexp.models.santurkar import VGG
 from normexp.norms import NormSpec
 from normexp.probes.directions import filter_normalized_direction
-from normexp.probes.surface import Grid, TrainedRun, grid_coordinates, interpolation_slice, random_surface
+from normexp.probes.surface import (
+    Grid,
+    SurfaceSettings,
+    TrainedRun,
+    grid_coordinates,
+    interpolation_slice,
+    random_surface,
+    surface_settings,
+)
 from normexp.runner import train
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "landscape.py"
 
 
 def _vgg(seed: int) -> VGG:
@@ -93,6 +108,51 @@ def test_an_interrupted_grid_resumes_computing_only_the_missing_points(tmp_path:
         Grid.open(path, coords, {"kind": "other"})
 
 
+def test_a_point_whose_loss_is_nan_is_computed_once(tmp_path: Path) -> None:
+    coords = grid_coordinates(1, 6, -1.0, 1.0)
+    path = tmp_path / "surface.npz"
+    computed: list[float] = []
+
+    def evaluate(point: np.ndarray) -> dict[str, float]:  # NaN where the net diverges (here: left of 0)
+        computed.append(float(point[0]))
+        return {"loss": float("nan") if point[0] < 0 else float(point[0]), "acc": 0.5}
+
+    grid = Grid.open(path, coords, {"kind": "test"}).fill(evaluate, chunk=4)
+    assert len(computed) == 6 and np.isnan(grid.values["loss"]).sum() == 3
+    assert len(Grid.read(path).missing()) == 0  # complete after one fill, NaN points included
+    computed.clear()
+    Grid.open(path, coords, {"kind": "test"}).fill(evaluate)
+    assert computed == []
+
+
+def test_a_grid_stored_without_the_computed_mask_reads_nan_as_missing(tmp_path: Path) -> None:
+    coords = grid_coordinates(1, 3, -1.0, 1.0)
+    path = tmp_path / "old.npz"
+    loss = np.array([1.0, np.nan, 3.0])  # the format before the mask: NaN marked a point not computed yet
+    np.savez(path, coords=coords, meta=np.array(json.dumps({"kind": "test"})), loss=loss, acc=loss)
+    grid = Grid.open(path, coords, {"kind": "test"})
+    assert grid.missing().tolist() == [1]
+    grid.fill(lambda point: {"loss": 2.0, "acc": 0.5})
+    assert Grid.read(path).values["loss"].tolist() == [1.0, 2.0, 3.0] and len(Grid.read(path).missing()) == 0
+
+
+def test_interpolated_running_variances_stay_non_negative_outside_0_1(batch) -> None:
+    start, end = _trained(0, *batch), _trained(1, *batch)
+    variances = [name for name in start.state if name.endswith("running_var")]
+    for name in variances:  # the second solution's variances 5x the first's: extrapolated to α = −0.5 they are < 0
+        end.state[name] = 5 * start.state[name]
+    the_slice = interpolation_slice(start, end)
+    for alpha in (-0.5, 1.5, 3.0):
+        state = the_slice.state_at([alpha])
+        for name in variances:
+            assert (state[name] >= 0).all(), (alpha, name)
+        assert np.isfinite(start.evaluate(state)["loss"]), alpha
+    linear = start.state[variances[0]] - 0.5 * (end.state[variances[0]] - start.state[variances[0]])
+    assert (linear < 0).all()  # what the clamp guards against
+    torch.testing.assert_close(the_slice.state_at([-0.5])[variances[0]], torch.zeros_like(linear))
+    torch.testing.assert_close(the_slice.state_at([0.25])[variances[0]], 2 * start.state[variances[0]])
+
+
 def test_interpolation_includes_the_running_statistics(batch) -> None:
     start, end = _trained(0, *batch), _trained(1, *batch)
     middle = interpolation_slice(start, end).state_at([0.5])
@@ -119,3 +179,24 @@ def test_a_trained_run_folder_loads_and_evaluates_like_the_runner(compose, tmp_p
     run = TrainedRun.load(tmp_path / "run", samples=128, split="test")
     assert run.evaluate(run.state)["loss"] == pytest.approx(summary["final"]["test/loss"], rel=1e-5)
     assert run.evaluate(run.state)["acc"] == pytest.approx(summary["final"]["test/acc"])
+
+
+def test_the_surface_probe_holds_settings_and_stays_out_of_the_training_loop() -> None:
+    splits = data.load(OmegaConf.create({"name": "fashion_mnist", "synthetic": True, "train_size": 2, "test_size": 2}))
+    model = _vgg(0)
+    assert probes.build({"surface": {"points_1d": 7}}, model, splits) == []
+    assert probes.PROBES["surface"](model=model, splits=splits, points_1d=7).settings.points_1d == 7
+    for bad in ({"points_2d": 1}, {"alpha_min": 2.0}, {"span": 0.0}, {"point": 5}):
+        with pytest.raises(ConfigError, match="probe surface"):
+            probes.build({"surface": bad}, model, splits)
+
+
+def test_surface_settings_come_from_the_run_config_and_the_script_overrides_them(compose, tmp_path: Path) -> None:
+    train(compose("experiment=li2018-norm", "norm=bn", "train.steps=2"), tmp_path / "run")
+    assert surface_settings(tmp_path / "run") == SurfaceSettings(points_1d=5, points_2d=3, samples=64)  # smoke.yaml
+    out = tmp_path / "surface"
+    command = [sys.executable, str(SCRIPT), str(tmp_path / "run"), "--points-1d", "4", "--span", "0.5", "--out"]
+    subprocess.run([*command, str(out)], check=True, capture_output=True)
+    meta = json.loads(str(np.load(out.with_suffix(".npz"))["meta"]))
+    assert (meta["points"], meta["span"], meta["samples"]) == (4, 0.5, 64)
+    assert out.with_suffix(".png").exists()

@@ -9,7 +9,8 @@ Drawing the figures evaluates the surfaces from the runs' final checkpoints (:mo
 ``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a partial one is completed, and
 without the run folders (a fresh clone) the figures are redrawn from the stored surfaces alone. The 1-D curves use
 every seed, the 2-D contours the first seed, the interpolation goes from the first seed's solution to the
-second's; all are evaluated on the first ``samples`` training images, in eval mode.
+second's; all are evaluated on the first ``samples`` training images, in eval mode. Grid sizes, span, interpolation
+range and ``samples`` are the runs' config, ``probes.surface`` (set per scale in the experiments' configs).
 """
 
 from __future__ import annotations
@@ -23,28 +24,13 @@ import pandas as pd
 from normexp import plotting
 from normexp.checkpoint import CHECKPOINT_FILE
 from normexp.claims import Claim, Results, register
-from normexp.probes.surface import Grid, TrainedRun, interpolation_surface, random_surface
+from normexp.probes.surface import Grid, run_surface, surface_settings
 
 NORM, MODEL, SKIP = "norm.name", "model.name", "model.skip"
 SURFACES = "surfaces"
-KINDS = ("1d", "2d", "interpolation")
-
-
-@dataclass(frozen=True)
-class SurfaceSettings:
-    """Grid sizes per scale: points per axis of the 1-D curves and of the 2-D contours, and the evaluation set."""
-
-    points_1d: int
-    points_2d: int
-    samples: int
-
-
-SETTINGS = {
-    "smoke": SurfaceSettings(points_1d=5, points_2d=3, samples=64),
-    "cpu": SurfaceSettings(points_1d=41, points_2d=21, samples=256),
-    "paper": SurfaceSettings(points_1d=51, points_2d=51, samples=10000),
-}
-"""Li et al. use 51 points per axis on [−1, 1]; the CPU scale trades resolution for minutes."""
+INTERPOLATION_LABEL = "α: (1 − α)·θ₁ + α·θ₂ (running stats, var ≥ 0)"
+"""Past the solutions an extrapolated running variance is clamped at 0 (:mod:`normexp.probes.surface`): where it
+is, BN divides by sqrt(ε) and the loss soars (the authors' code gives NaN there)."""
 
 
 def net_label(row: pd.Series) -> str:
@@ -63,16 +49,13 @@ class SurfaceJob:
     name: str
     runs: tuple[Path, ...]
 
-    def grid(self, folder: Path, settings: SurfaceSettings) -> Grid | None:
-        """The surface, completed from the runs' checkpoints when they exist, else as stored (None if neither)."""
+    def grid(self, folder: Path) -> Grid | None:
+        """The surface, completed from the runs' checkpoints (with the first run's ``probes.surface`` settings) when
+        they exist, else as stored (None if neither)."""
         path = folder / f"{self.name}.npz"
         if not all((run / CHECKPOINT_FILE).exists() for run in self.runs):
             return Grid.read(path) if path.exists() else None
-        trained = [TrainedRun.load(run, samples=settings.samples) for run in self.runs]
-        if self.kind == "interpolation":
-            return interpolation_surface(*trained, path, settings.points_1d)
-        dims, points = (1, settings.points_1d) if self.kind == "1d" else (2, settings.points_2d)
-        return random_surface(trained[0], path, dims, points)
+        return run_surface(self.kind, self.runs, path, surface_settings(self.runs[0]))
 
 
 def surface_jobs(summary: pd.DataFrame) -> list[SurfaceJob]:
@@ -94,10 +77,9 @@ def surface_jobs(summary: pd.DataFrame) -> list[SurfaceJob]:
 
 def surfaces(results: Results, out: Path) -> dict[tuple[str, str], list[Grid]]:
     """Per (net label, kind), the surfaces available (computed or stored)."""
-    settings = SETTINGS[str(results.summary["scale_name"].iloc[0])]
     found: dict[tuple[str, str], list[Grid]] = {}
     for job in surface_jobs(results.summary):
-        grid = job.grid(out / SURFACES, settings)
+        grid = job.grid(out / SURFACES)
         if grid is not None:
             found.setdefault((job.label, job.kind), []).append(grid)
     return found
@@ -140,7 +122,7 @@ def landscape_plot(results: Results, out: Path) -> list[Path]:
         if (label, "1d") in found:
             plot_curve(ax, found[label, "1d"], label, "α along a filter-normalized direction")
         if (label, "interpolation") in found:
-            plot_curve(axes[2], found[label, "interpolation"], label, "α: (1 − α)·θ₁ + α·θ₂ (running stats included)")
+            plot_curve(axes[2], found[label, "interpolation"], label, INTERPOLATION_LABEL)
     titles = ("(a) 1-D surface: BN vs none", "(b) 1-D surface: skip connections", "(c) interpolation between seeds")
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title)

@@ -3,7 +3,8 @@ landscape (Fig. 4), noisy BN still trains (Fig. 2), and BN does not reduce inter
 Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smooths it further, measured with the
 same instruments. Criteria: PAPERS.md §3 (3a–3f).
 
-Every criterion compares medians over seeds (n, median and min–max reported) of one number per run. 3a–3c and 3e
+Every criterion compares medians over seeds (n, median and min–max reported) of one number per run, with at least
+:data:`~normexp.claims.batchsize.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e
 are judged on each of the paper's two models on its own, the VGG (experiment ``santurkar2018-vgg``) and the 25-layer
 deep linear network (``santurkar2018-dln``); each check names its model ("3a (DLN): …"), and the claim is reproduced
 only if every check of both models passes.
@@ -28,10 +29,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from normexp import plotting
 from normexp.analysis import curves, seed_stats
 from normexp.claims import Check, Claim, InsufficientData, Results, register
+from normexp.claims.batchsize import MIN_SEEDS
 
 NORM, EXPERIMENT = "norm.name", "experiment_name"
 MODELS = {"VGG": "santurkar2018-vgg", "DLN": "santurkar2018-dln"}
@@ -45,10 +49,14 @@ POINTS = 0.05
 
 
 def _runs_of(frame: pd.DataFrame, norm: str) -> pd.DataFrame:
-    """The rows of ``norm``'s runs, or :class:`InsufficientData`."""
+    """The rows of ``norm``'s runs; :class:`InsufficientData` without them or with fewer than :data:`MIN_SEEDS`
+    seeds."""
     if NORM not in frame or not (frame[NORM] == norm).any():
         raise InsufficientData(f"no {norm!r} runs with the needed metrics in the stored results")
-    return frame[frame[NORM] == norm]
+    runs = frame[frame[NORM] == norm]
+    if runs["seed"].nunique() < MIN_SEEDS:
+        raise InsufficientData(f"{norm}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
+    return runs
 
 
 def of_model(results: Results, model: str) -> Results:
@@ -84,11 +92,12 @@ def per_model(criteria: Callable[[Results], list[Check]]) -> Callable[[Results],
 
 
 def per_run_median(runs: pd.DataFrame, metric: str, until: int | None = None) -> pd.DataFrame:
-    """Per run (and norm), the median of ``metric`` over its probed steps (those ≤ ``until`` if given)."""
+    """Per run (with its norm and seed), the median of ``metric`` over its probed steps (those ≤ ``until`` if
+    given)."""
     rows = runs[runs["metric"] == metric]
     if until is not None:
         rows = rows[rows["step"] <= until]
-    return rows.groupby(["run_id", NORM], as_index=False)["value"].median()
+    return rows.groupby(["run_id", NORM, "seed"], as_index=False)["value"].median()
 
 
 def _describe(values: pd.Series) -> str:
@@ -142,24 +151,23 @@ def _ics_layers(runs: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(metric.split("/")[1] for metric in metrics))
 
 
-def _ics_by_layer(runs: pd.DataFrame, stat: str) -> pd.DataFrame:
-    """Per layer and norm, the median over seeds of each run's median ``ics/<layer>/<stat>`` over probed steps."""
+def _ics_by_layer(runs: pd.DataFrame, stat: str, norm: str) -> pd.Series:
+    """Per layer, the median over ``norm``'s seeds of each run's median ``ics/<layer>/<stat>`` over probed steps."""
     frames = [per_run_median(runs, f"ics/{layer}/{stat}").assign(layer=layer) for layer in _ics_layers(runs)[1:]]
     if not frames:
         raise InsufficientData("no ICS metrics beyond the first layer in the stored results")
-    return pd.concat(frames).groupby(["layer", NORM])["value"].median().unstack(NORM)
+    return _runs_of(pd.concat(frames), norm).groupby("layer")["value"].median()
 
 
 def ics_criteria(results: Results) -> list[Check]:
     """3e: BN does not have lower ICS than standard: ℓ2 ratio BN/standard ≥ 1, or BN's cosine ≤ standard's."""
-    l2, cos = _ics_by_layer(results.runs, "l2"), _ics_by_layer(results.runs, "cos")
-    if not {"bn", "none"} <= set(l2.columns):
-        raise InsufficientData("ICS metrics missing for bn or none")
+    l2 = {norm: _ics_by_layer(results.runs, "l2", norm) for norm in ("bn", "none")}
+    cos = {norm: _ics_by_layer(results.runs, "cos", norm) for norm in ("bn", "none")}
     ratio = float((l2["bn"] / l2["none"]).median())
     cos_bn, cos_none = float(cos["bn"].median()), float(cos["none"].median())
     measured = (
-        f"median over {len(l2)} layers: ‖G − G′‖ ratio BN/standard {ratio:.3g}; cos(G, G′) BN {cos_bn:.4f} vs "
-        f"standard {cos_none:.4f}"
+        f"median over {len(l2['bn'])} layers: ‖G − G′‖ ratio BN/standard {ratio:.3g}; cos(G, G′) BN {cos_bn:.4f} "
+        f"vs standard {cos_none:.4f}"
     )
     return [Check("3e: BN does not have lower ICS than standard", ratio >= 1 or cos_bn <= cos_none, measured)]
 
@@ -207,23 +215,25 @@ def _range_band(ax, runs: pd.DataFrame, metric: str, norm: str) -> None:
         ax.plot(edge["step"], edge["median"], color=color, linewidth=0.6)
 
 
-def landscape_row(axes: list, runs: pd.DataFrame, model: str = "") -> None:
-    """Fig. 4 on three axes: bands of the loss range and of gradient predictiveness over η, and effective β."""
+def landscape_row(axes: list, runs: pd.DataFrame, model: str = "", first: int = 0) -> None:
+    """Fig. 4 on three axes: bands of the loss range and of gradient predictiveness over η, and effective β; the
+    panels are lettered from the ``first``-th letter, so that the rows of a figure do not repeat (a)–(c)."""
     prefix = f"{model}: " if model else ""
+    letter = [f"({chr(ord('a') + first + i)}) {prefix}" for i in range(3)]
     norms = plotting.sorted_norms(runs.loc[runs["metric"] == BETA, NORM])
     beta = curves(runs, BETA, [NORM])
     for norm in norms:
         _range_band(axes[0], runs, "landscape/loss", norm)
         _range_band(axes[1], runs, "landscape/gpred", norm)
         plotting.band(axes[2], beta[beta[NORM] == norm], norm, plotting.norm_color(norm))
-    axes[0].set(title=f"(a) {prefix}loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
+    axes[0].set(title=f"{letter[0]}loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
     axes[1].set(
-        title=f"(b) {prefix}gradient predictiveness",
+        title=f"{letter[1]}gradient predictiveness",
         xlabel="step",
         ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η",
         yscale="log",
     )
-    axes[2].set(title=f"(c) {prefix}effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
+    axes[2].set(title=f"{letter[2]}effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
     for ax in axes:
         ax.legend(title="norm")
 
@@ -242,7 +252,7 @@ def landscape_plot_per_model(results: Results, out: Path) -> list[Path]:
         return []
     fig, axes = plotting.figure(ncols=3, nrows=len(models))
     for row, (model, part) in enumerate(models):
-        landscape_row(axes[3 * row : 3 * row + 3], part.runs, model)
+        landscape_row(axes[3 * row : 3 * row + 3], part.runs, model, first=3 * row)
     return plotting.save(fig, out, "landscape")
 
 
@@ -272,19 +282,18 @@ def _activation_modules(runs: pd.DataFrame) -> list[str]:
 
 
 def noisy_bn_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 2: training accuracy per net, and per tracked layer and net the unit's mean ± std over steps."""
+    """Fig. 2: training and test accuracy per net (top row, two wide panels), and per tracked layer and net the
+    unit's mean ± std over steps (a row per layer, a column per net)."""
     runs = results.runs
     norms = plotting.sorted_norms(runs[NORM])
     modules = _activation_modules(runs)
     fig, axes = plotting.figure(ncols=len(norms), nrows=1 + len(modules), height=2.8)
-    for i, metric in enumerate(("train/acc", "test/acc")):
+    for ax, metric in zip(_top_row_halves(fig, axes[: len(norms)]), ("train/acc", "test/acc"), strict=True):
         frame = curves(runs, metric, [NORM])
         for norm in norms:
-            plotting.band(axes[i], frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
-        axes[i].set(title=metric.replace("/", " "), xlabel="step", ylabel="accuracy", ylim=(0, 1))
-        axes[i].legend(title="norm", fontsize=6)
-    for ax in axes[2 : len(norms)]:
-        ax.axis("off")
+            plotting.band(ax, frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
+        ax.set(title=metric.replace("/", " "), xlabel="step", ylabel="accuracy", ylim=(0, 1))
+        ax.legend(title="norm", fontsize=6)
     for row, module in enumerate(modules, start=1):
         mean, var = curves(runs, f"act/{module}/mean", [NORM]), curves(runs, f"act/{module}/var", [NORM])
         for col, norm in enumerate(norms):
@@ -296,6 +305,14 @@ def noisy_bn_plot(results: Results, out: Path) -> list[Path]:
             ax.fill_between(m["step"], m["median"] - std, m["median"] + std, color=color, alpha=0.3, linewidth=0)
             ax.set(title=f"{norm}: {module} unit mean ± std", xlabel="step", ylabel="activation")
     return plotting.save(fig, out, "noisy_bn")
+
+
+def _top_row_halves(fig: Figure, row: list[Axes]) -> list[Axes]:
+    """Two axes splitting the width of the figure's top row ``row`` (its axes are removed), whatever its columns."""
+    halves = row[0].get_subplotspec().get_gridspec()[0, :].subgridspec(1, 2)
+    for ax in row:
+        ax.remove()
+    return [fig.add_subplot(halves[0, i]) for i in range(2)]
 
 
 register(

@@ -9,6 +9,9 @@ from torch import nn
 class Probe:
     """Base probe: both hooks measure nothing. Subclasses override what they measure."""
 
+    during_training = True
+    """False for a probe evaluated after training (from the final checkpoint): the training loop never calls it."""
+
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) -> dict[str, float]:
         """Measure on a training batch of optimizer step ``step`` (learning rate ``lr``) before the update.
 
