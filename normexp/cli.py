@@ -132,15 +132,20 @@ def _yaml_comment(path: Path) -> str:
     return ""
 
 
+def _config_choices(group: str) -> list[tuple[str, str]]:
+    """The values ``<group>=`` accepts (the group's config files) with their first comment line."""
+    return [(path.stem, _yaml_comment(path)) for path in sorted((CONFIG_DIR / group).glob("*.yaml"))]
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     """Print the claims, experiments, norms, models and datasets."""
-    from normexp import data, models, norms, probes
+    from normexp import data, norms, probes
 
     sections: dict[str, Callable[[], list[tuple[str, str]]]] = {
         "claims": lambda: [(c.id, f"{c.paper}, {c.paper_figure}: {c.title}") for c in claims.CLAIMS.values()],
-        "experiments": lambda: [(p.stem, _yaml_comment(p)) for p in sorted((CONFIG_DIR / "experiment").glob("*.yaml"))],
+        "experiments": lambda: _config_choices("experiment"),
         "norms": lambda: [(n, _first_line(f)) for n, f in {**norms.NORMS, **norms.WEIGHT_NORMS}.items()],
-        "models": lambda: [(n, _first_line(f)) for n, f in models.MODELS.items()],
+        "models": lambda: _config_choices("model"),
         "datasets": lambda: [(n, info.description) for n, info in data.DATASETS.items()],
         "probes": lambda: [(n, _first_line(f)) for n, f in probes.PROBES.items()],
     }

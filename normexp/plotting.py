@@ -24,10 +24,10 @@ NORM_ORDER = (
     "bcn",
     "ln",
     "ln_c",
-    "ln_chw",
     "in",
+    "brn",  # in tab10's range: Dark2's orange, which it had after rms, was too close to bn's
     "rms",
-    "brn",
+    "ln_chw",
     "noisy_bn",
     "noise",
     "wn",
@@ -58,14 +58,23 @@ def band(ax: plt.Axes, cell: pd.DataFrame, label: str, color: object, x: str = "
 
 
 def save(fig: plt.Figure, directory: Path, name: str) -> list[Path]:
-    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``directory``; return the paths."""
+    """Save ``fig`` as ``<name>.png`` and ``<name>.pdf`` in ``directory``, each written atomically (a crash never
+    leaves a truncated figure in place of the last good one); return the paths."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = [directory / f"{name}.png", directory / f"{name}.pdf"]
     fig.tight_layout()
     for path in paths:
-        fig.savefig(path, dpi=110)
+        _write(fig, path)
     plt.close(fig)
     return paths
+
+
+def _write(fig: plt.Figure, path: Path) -> None:
+    from normexp.rundir import atomic_write  # here, not at the top: rundir brings torch, which drawing does not need
+
+    kind = path.suffix[1:]
+    metadata = {"CreationDate": None} if kind == "pdf" else None  # undated: an unchanged figure redraws byte-equal
+    atomic_write(path, lambda f: fig.savefig(f, format=kind, dpi=110, metadata=metadata), mode="wb")
 
 
 def figure(ncols: int = 1, nrows: int = 1, width: float = 4.2, height: float = 3.2) -> tuple[plt.Figure, list]:

@@ -1,25 +1,31 @@
 """Forward+backward time of every norm in normexp.norms on a CIFAR-sized feature map, next to torch's own.
 
-    .venv/bin/python scripts/bench_norms.py --device cpu --repeats 20
+    .venv/bin/python scripts/bench_norms.py --device cpu --repeats 20   # -> results/bench/norms/cpu.csv
 
 Each row times ``y = norm(x); y.backward(g)`` and reports the median over ``--repeats`` runs after warm-up; ours
-and the torch reference are run alternately, so load on a shared machine affects both alike. The torch column is
-the same computation where torch has one (ratio = ours / torch; > 1 means ours is slower), the plain layer for
-weight reparametrizations (the ratio is then the overhead), and blank otherwise.
+and the torch reference are run alternately, so load on a shared machine affects both alike, and the ratio is the
+median of the paired per-repeat ratios (with its IQR). The torch column is the same computation where torch has
+one (ratio = ours / torch; > 1 means ours is slower), the plain layer for weight reparametrizations (the ratio is
+then the overhead), and blank otherwise. ``python scripts/update_readme.py`` puts the CSV's table into README.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from normexp.norms import make, reparametrize
+from normexp.rundir import atomic_write
+
+RESULTS_DIR = Path("results/bench/norms")
 
 
 class ChannelsFirst(nn.Module):
@@ -102,20 +108,28 @@ def step_time(module: nn.Module, x: torch.Tensor, grad: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def bench(row: Row, shape: tuple[int, int, int, int], device: torch.device, repeats: int, warmup: int) -> list[float]:
-    """Median milliseconds of ours (and of torch's module, if any), measured alternately."""
+def bench(row: Row, shape: tuple[int, int, int, int], device: torch.device, repeats: int, warmup: int) -> np.ndarray:
+    """Seconds per repeat (rows) of ours and of torch's module, if any (columns), measured alternately."""
     torch.manual_seed(0)
     x = row.input(shape).to(device).requires_grad_()
     modules = [row.ours(shape[1])] + ([row.torch(shape[1])] if row.torch else [])
     modules = [m.to(device).train() for m in modules]
     grad = torch.randn_like(modules[0](x))
-    times: list[list[float]] = [[] for _ in modules]
-    for index in range(warmup + repeats):
-        for module, samples in zip(modules, times, strict=True):
-            elapsed = step_time(module, x, grad)
-            if index >= warmup:
-                samples.append(elapsed)
-    return [1e3 * statistics.median(samples) for samples in times]
+    times = [[step_time(module, x, grad) for module in modules] for _ in range(warmup + repeats)]
+    return np.array(times[warmup:])
+
+
+def measure(row: Row, times: np.ndarray, context: dict[str, object]) -> dict[str, object]:
+    """One CSV row: median milliseconds of each module and the paired ratio ours / torch (median and IQR)."""
+    measured = {"norm": row.label, "reference": row.reference, **context, "ours_ms": 1e3 * np.median(times[:, 0])}
+    if times.shape[1] == 1:
+        return measured
+    ratios = times[:, 0] / times[:, 1]
+    quartiles = np.quantile(ratios, [0.25, 0.5, 0.75])
+    return measured | {"torch_ms": 1e3 * np.median(times[:, 1]), **dict(zip(RATIO_COLUMNS, quartiles, strict=True))}
+
+
+RATIO_COLUMNS = ("ratio_q25", "ratio", "ratio_q75")
 
 
 def main() -> None:
@@ -125,6 +139,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
     parser.add_argument("--shape", type=int, nargs=4, default=(128, 64, 32, 32), metavar=("N", "C", "H", "W"))
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--out", type=Path, default=None, help=f"CSV path (default: {RESULTS_DIR}/<device>.csv)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -133,10 +148,17 @@ def main() -> None:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"forward+backward, input {shape} float32, {where}, torch {torch.__version__}, median of {args.repeats}")
     print(f"{'norm':<22} {'ours ms':>9} {'torch ms':>9} {'ratio':>6}  torch reference")
+    context = {"device": where, "shape": "×".join(map(str, shape)), "torch": torch.__version__}
+    measured = []
     for row in rows(shape[2:]):
-        ours, *reference = bench(row, shape, device, args.repeats, args.warmup)
-        theirs = f"{reference[0]:9.2f} {ours / reference[0]:6.2f}" if reference else f"{'':>9} {'':>6}"
-        print(f"{row.label:<22} {ours:9.2f} {theirs}  {row.reference}")
+        measured.append(measure(row, bench(row, shape, device, args.repeats, args.warmup), context))
+        m = measured[-1]
+        theirs = f"{m['torch_ms']:9.2f} {m['ratio']:6.2f}" if "ratio" in m else f"{'':>9} {'':>6}"
+        print(f"{row.label:<22} {m['ours_ms']:9.2f} {theirs}  {row.reference}")
+    out = args.out or RESULTS_DIR / f"{device.type}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, lambda f: pd.DataFrame(measured).to_csv(f, index=False, float_format="%.4g"))
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

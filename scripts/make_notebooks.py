@@ -1,8 +1,9 @@
 """Write ``notebooks/<claim>.ipynb`` for every registered claim, without outputs.
 
 Each notebook loads the claim's stored results through ``normexp`` (no training), shows the per-run table and
-the seed statistics, re-judges the claim and draws the same figures as ``normexp figures``. Regenerate after adding
-a claim: ``python scripts/make_notebooks.py``; the test suite executes every notebook on the committed results.
+the seed statistics per grid cell (``normexp.analysis``), re-judges the claim and draws the same figures as
+``normexp figures``. Regenerate after adding a claim: ``python scripts/make_notebooks.py``; the test suite executes
+every notebook on the committed results.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def notebook(claim: claims.Claim) -> nbformat.NotebookNode:
         new_code_cell(
             'columns = [c for c in results.summary.columns if c == "status" or c.startswith("final/")]\n'
             'results.summary.set_index("run_id")[columns] if not results.summary.empty else "no stored runs"'
+        ),
+        new_markdown_cell(
+            "## Seeds aggregated per grid cell (`normexp.analysis.aggregate`: n, median, IQR, min–max, mean ± std, "
+            "diverged and failed runs counted)"
+        ),
+        new_code_cell(
+            "from normexp import analysis\n\n"
+            'grid = [c for c in results.runs.columns if c not in ("run_id", "seed", "step", "metric", "value")]\n'
+            'finals = ("final/test/acc", "final/test/loss", "final/train/loss")\n'
+            "metric = next((m for m in finals if m in results.summary), None)\n"
+            'analysis.aggregate(results.summary, grid, metric) if metric and grid else "no final metric per cell"'
         ),
         new_markdown_cell("## Verdict, from the stored results"),
         new_code_cell(

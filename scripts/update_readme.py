@@ -5,7 +5,8 @@ number in that section comes from ``normexp verify``; nothing is typed.
     python scripts/update_readme.py            # rewrite the blocks between the claims and the bench markers
     python scripts/update_readme.py --check    # exit 1 if README is not up to date
 
-The bench block summarizes ``results/bench/*.csv`` (written by ``scripts/bench.py``) the same way.
+The bench block summarizes ``results/bench/*.csv`` (written by ``scripts/bench.py``) the same way, and the
+norms-bench block ``results/bench/norms/*.csv`` (written by ``scripts/bench_norms.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from normexp import bench, claims, reproduce
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
 BENCH_BLOCK = ("<!-- bench:start -->", "<!-- bench:end -->")
+NORMS_BENCH_BLOCK = ("<!-- norms-bench:start -->", "<!-- norms-bench:end -->")
 
 
 def claims_section(scale: str = "cpu") -> str:
@@ -31,12 +33,12 @@ def claims_section(scale: str = "cpu") -> str:
     lines = [
         f"Verdicts at the `{scale}` scale, computed by `normexp verify` from the committed results in `results/`.",
         "",
-        "| claim | paper | paper's figure | verdict | n runs |",
-        "|---|---|---|---|---|",
+        "| claim | paper | paper's figure | the paper's result | our verdict | n runs |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
         f"| [{v.claim}](#{v.claim}) | {claims.get(v.claim).paper} | {claims.get(v.claim).paper_figure} | "
-        f"**{v.verdict}** | {v.n_runs} |"
+        f"{claims.get(v.claim).paper_result or '–'} | **{v.verdict}** | {v.n_runs} |"
         for v in verdicts
     ]
     for verdict in verdicts:
@@ -49,6 +51,8 @@ def claims_section(scale: str = "cpu") -> str:
             f"Verdict: **{verdict.verdict}**" + (f" ({verdict.note})." if verdict.note else "."),
             "",
         ]
+        if claim.paper_result:
+            lines += [f"The paper: {claim.paper_result}. Ours, by the pass criteria:", ""]
         lines += [f"- {'✅' if c.passed else '❌'} {c.name}: {c.measured}" for c in verdict.checks]
         figures = reproduce.figures_of(claim.id, scale, ROOT / "results")
         lines += [""] + [f"![{claim.id} {path.stem}]({path.relative_to(ROOT)})" for path in figures]
@@ -70,6 +74,31 @@ def bench_section() -> str:
     return "\n".join(lines).strip()
 
 
+def norms_bench_section() -> str:
+    """Markdown tables of every stored norm benchmark: our forward+backward time beside torch's own."""
+    from normexp.cli import _markdown_table
+
+    lines = []
+    for path in sorted((ROOT / "results" / "bench" / "norms").glob("*.csv")):
+        frame = pd.read_csv(path)
+        shape, device, version = frame.iloc[0][["shape", "device", "torch"]]
+        header = ["norm", "ours ms", "torch ms", "ours / torch (IQR)", "torch reference"]
+        rows = [[r.norm, f"{r.ours_ms:.2f}", *_against_torch(r), r.reference] for r in frame.itertuples()]
+        lines += [
+            f"`{path.relative_to(ROOT)}` (forward+backward on {shape}, {device}, torch {version}):",
+            "",
+            _markdown_table(header, rows),
+            "",
+        ]
+    return "\n".join(lines).strip()
+
+
+def _against_torch(row: object) -> list[str]:
+    if pd.isna(row.torch_ms):
+        return ["", ""]
+    return [f"{row.torch_ms:.2f}", f"{row.ratio:.2f} ({row.ratio_q25:.2f}–{row.ratio_q75:.2f})"]
+
+
 def replace_block(text: str, block: tuple[str, str], body: str) -> str:
     """``text`` with the lines between the ``block`` markers replaced by ``body``."""
     start, end = block
@@ -88,6 +117,7 @@ def main() -> int:
     text = readme.read_text()
     updated = replace_block(text, CLAIMS_BLOCK, claims_section(args.scale))
     updated = replace_block(updated, BENCH_BLOCK, bench_section())
+    updated = replace_block(updated, NORMS_BENCH_BLOCK, norms_bench_section())
     if args.check:
         return int(updated != text)
     readme.write_text(updated)

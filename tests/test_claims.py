@@ -165,3 +165,10 @@ def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path
     }
     status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path))
     assert status == 0 and "li2018-landscape [cpu]: figures only (PAPERS.md fixes no pass criterion)" in out
+
+
+@pytest.mark.parametrize("claim_id", sorted(claims.CLAIMS))
+def test_committed_verdicts_are_what_verify_computes_from_the_committed_results(claim_id: str) -> None:
+    claim = claims.get(claim_id)
+    computed = claim.verify(reproduce.load(claim_id, "cpu"), "cpu").to_dict()
+    assert json.loads(json.dumps(computed)) == reproduce.stored_verdict(claim_id, "cpu")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from normexp import claims, reproduce
+from normexp import claims, plotting, reproduce, tasks
 from normexp.claims import Results
 from normexp.config import compose_config, expand_grid
 from normexp.data.splits import Splits
@@ -184,8 +184,29 @@ def test_figures_are_drawn_with_diverged_cells(tmp_path: Path) -> None:
         paths = reproduce.draw(claims.get(claim_id), results, tmp_path / claim_id)
         assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.name for p in (tmp_path / "xiong2020-warmup").iterdir()} == {
-        "loss_curves.png", "loss_curves.pdf", "final_loss_heatmap.png", "final_loss_heatmap.pdf"
+        "loss_curves.png", "loss_curves.pdf", "final_loss_heatmap.png", "final_loss_heatmap.pdf", "final_loss.md"
     }  # fmt: skip
+    table = (tmp_path / "xiong2020-warmup" / "final_loss.md").read_text()  # 2.55 + 2.95·e^-5 + 0.001·seed
+    assert "| Post-LN | 0 | 2.571 [2.570–2.572] | 3.321 [3.320–3.322] | (3 diverged) |" in table
+
+
+def test_heatmap_shows_an_all_diverged_cell_black_and_labelled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    drawn = {}
+
+    def keep(fig, directory: Path, name: str) -> list[Path]:
+        drawn[name] = fig
+        return []
+
+    monkeypatch.setattr(plotting, "save", keep)
+    reproduce.draw(claims.get("xiong2020-warmup"), warmup_results(PAPER_LIKE), tmp_path)
+    post, pre = drawn["final_loss_heatmap"].axes[:2]
+    # rows: warm-up 200, 50, 0; columns: lr 1e-3, 3e-3, 1e-2. Only Post-LN at lr 1e-2 without warm-up diverged.
+    assert post.get_title().startswith("Post-LN") and pre.get_title().startswith("Pre-LN")
+    assert np.argwhere(np.ma.getmaskarray(post.images[0].get_array())).tolist() == [[2, 2]]
+    labels = {tuple(np.round(text.get_position()).astype(int)): text.get_text() for text in post.texts}
+    assert labels[(2, 2)] == "diverged" and sum(text == "diverged" for text in labels.values()) == 1
+    assert not np.ma.getmaskarray(pre.images[0].get_array()).any()
+    assert all(text.get_text() != "diverged" for text in pre.texts)
 
 
 def test_gradient_probe_matches_per_batch_backward_and_leaves_the_run_untouched() -> None:
@@ -255,3 +276,10 @@ def test_paper_scale_composes_the_papers_setup() -> None:
         "schedule.warmup_steps=500",
         "schedule.warmup_steps=4000",
     }
+
+
+@pytest.mark.parametrize("experiment", ["xiong2020-warmup", "xiong2020-gradnorm"])
+def test_paper_scale_trains_translation_with_label_smoothing(experiment: str) -> None:
+    cfg = compose_config([f"experiment={experiment}", "scale=paper"])
+    task = tasks.of(cfg.data)  # token-level cross-entropy that skips padding
+    assert (cfg.data.name, task.name, task.label_smoothing) == ("iwslt14", "translation", 0.1)

@@ -1,4 +1,5 @@
-"""The MLP of Ioffe & Szegedy (2015): shape, norm placement before the sigmoid, bias dropped with BN."""
+"""Models: the MLP of Ioffe & Szegedy (2015) (shape, norm placement before the sigmoid, bias dropped with BN), and
+every `model=` choice that `normexp list` shows."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from torch import nn
 
 from normexp import models
-from normexp.config import norm_options
+from normexp.config import compose_config, norm_options
 from normexp.norms import NormSpec
 
 
@@ -56,3 +57,11 @@ def test_gaussian_init_uses_the_configured_std(compose) -> None:
     weight = model.hidden[0].linear.weight
     assert weight.std().item() == pytest.approx(0.05, rel=0.02)
     assert torch.all(model.hidden[0].linear.bias == 0)
+
+
+def test_every_listed_model_is_a_model_choice(cli) -> None:
+    status, out, _ = cli("list", "models")
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert status == 0 and {"mlp", "cnn", "resnet20", "vgg16", "transformer_pre"} <= set(names)
+    for name in names:
+        assert compose_config([f"model={name}"]).model.name  # each composes as `model=<name>`

@@ -4,6 +4,7 @@ its history, GPU pinning of parallel workers, aggregation over a grid with a div
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from normexp import devices
 from normexp.analysis import aggregate, load_runs
+from normexp.config import workers
 
 GRID = ("run", "-m", "scale=smoke", "norm=none,bn", "seed=0,1", "train.steps=6", "train.eval_every=3")
 FOLDERS = [
@@ -42,8 +44,9 @@ def test_grid_of_four_runs_through_a_parallel_launcher(cli, out_dir: Path, launc
     assert "[sweep] 4/4 done (0 failed)" in err
 
 
-def wandb_history(run_dir: Path) -> list[dict[str, float]]:
-    """The history records of a run's offline W&B file, read with wandb's own protobuf schema.
+def wandb_records(run_dir: Path, kind: str) -> list:
+    """The records of type ``kind`` (``run``, ``history``, ``summary``, ...) in a run's offline W&B file, read with
+    wandb's own protobuf schema.
 
     The file is a LevelDB-style log (wandb's ``datastore`` format): a 7-byte header, then 32 KiB blocks of records
     (crc32, length, type: full/first/middle/last) carrying serialized ``Record`` messages.
@@ -51,20 +54,28 @@ def wandb_history(run_dir: Path) -> list[dict[str, float]]:
     from wandb.proto import wandb_internal_pb2
 
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
-    data, position, pending, history = path.read_bytes(), 7, b"", []
+    data, position, pending, records = path.read_bytes(), 7, b"", []
     while position + 7 <= len(data):
         if 32768 - position % 32768 < 7:
             position += 32768 - position % 32768
             continue
-        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        _, length, block_kind = struct.unpack("<IHB", data[position : position + 7])
         pending += data[position + 7 : position + 7 + length]
         position += 7 + length
-        if kind in (1, 4):  # a full record, or the last piece of one
+        if block_kind in (1, 4):  # a full record, or the last piece of one
             record = wandb_internal_pb2.Record.FromString(pending)
             pending = b""
-            if record.WhichOneof("record_type") == "history":
-                history.append({"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in record.history.item})
-    return history
+            if record.WhichOneof("record_type") == kind:
+                records.append(getattr(record, kind))
+    return records
+
+
+def wandb_history(run_dir: Path) -> list[dict[str, float]]:
+    """The history rows a run logged to W&B."""
+    return [
+        {"/".join(i.nested_key) or i.key: json.loads(i.value_json) for i in row.item}
+        for row in wandb_records(run_dir, "history")
+    ]
 
 
 def test_wandb_offline_writes_one_run_per_job_with_its_history(cli, out_dir: Path) -> None:
@@ -80,6 +91,26 @@ def test_wandb_offline_writes_one_run_per_job_with_its_history(cli, out_dir: Pat
         acc = [r["test/acc"] for r in logged if "test/acc" in r]
         assert [h["test/acc"] for h in history if "test/acc" in h] == pytest.approx(acc)
         assert {"train/loss", "lr", "_step"} <= set().union(*history)
+
+
+def test_wandb_run_carries_group_tags_job_type_resolved_config_and_summary(cli, out_dir: Path) -> None:
+    overrides = ["experiment=ioffe2015-fig1", "scale=smoke", "norm=bn", "logger=wandb", "logger.mode=offline"]
+    assert cli("run", *overrides, f"out_dir={out_dir}")[0] == 0
+    run_dir = out_dir / "ioffe2015-fig1" / "smoke" / "norm=bn,seed=0"
+    (run,) = wandb_records(run_dir, "run")
+    assert (run.run_group, run.job_type, set(run.tags)) == ("ioffe2015-fig1", "smoke", {"ioffe2015-fig1", "bn"})
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["norm"]["name"] == "bn" and config["out_dir"] == str(out_dir)  # resolved: no ${...} left
+    summary = {}
+    for update in wandb_records(run_dir, "summary"):
+        summary |= {item.key: json.loads(item.value_json) for item in update.update if item.key}
+    final = json.loads((run_dir / "summary.json").read_text())["final"]
+    assert (summary["status"], summary["diverged"], summary["final/test/acc"]) == (
+        "completed",
+        False,
+        final["test/acc"],
+    )
+    assert {"best/test/acc", "steps_to_target", "steps_per_s"} <= set(summary)
 
 
 def test_sync_lists_offline_runs(cli, out_dir: Path) -> None:
@@ -143,3 +174,10 @@ def test_reproduce_logs_the_claims_figures_to_wandb(cli, tmp_path: Path) -> None
     (figures_run,) = out_dir.glob("wandb/offline-run-*")
     assert list(figures_run.glob("files/media/images/fig1_*.png"))
     assert (results / "ioffe2015-fig1" / "smoke" / "verdict.json").exists()
+
+
+def test_parallel_workers_follow_the_cores_this_process_may_use(monkeypatch) -> None:
+    """Under SLURM or taskset a process may use fewer cores than the machine has: one worker per usable core."""
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
+    assert workers(0) == 2 and workers(4) == 4

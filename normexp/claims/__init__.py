@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from normexp.errors import UserError
+from normexp.rundir import atomic_write
 
 VERDICTS = ("reproduced", "not reproduced", "insufficient data", "figures only")
 """Every verdict; only "not reproduced" says that a criterion failed."""
@@ -40,6 +41,10 @@ class Check:
     name: str
     passed: bool
     measured: str
+
+    def __post_init__(self) -> None:
+        # criteria compare numpy scalars; a numpy bool would reach verdict.json as the string "False"
+        object.__setattr__(self, "passed", bool(self.passed))
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Claim:
     criteria: Callable[[Results], list[Check]] | None  # None: no criterion in PAPERS.md, figures only
     plot: Callable[[Results, Path], list[Path]]
     experiments: tuple[str, ...] = ()
+    paper_result: str = ""  # the paper's own numbers (shared/PAPERS.md), shown beside ours
 
     def __post_init__(self) -> None:
         if not self.experiments:
@@ -87,6 +93,19 @@ class Claim:
             return Verdict(self.id, scale, "insufficient data", n_runs, note=str(why))
         verdict = "reproduced" if all(check.passed for check in checks) else "not reproduced"
         return Verdict(self.id, scale, verdict, n_runs, checks)
+
+
+def median_range(values: pd.Series, digits: int) -> str:
+    """``median [min–max]`` of a cell's values over seeds, for result tables."""
+    return f"{values.median():.{digits}f} [{values.min():.{digits}f}–{values.max():.{digits}f}]"
+
+
+def save_table(text: str, out: Path, name: str) -> Path:
+    """Write ``text`` to ``out/<name>.md``."""
+    path = out / f"{name}.md"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: f.write(text))
+    return path
 
 
 CLAIMS: dict[str, Claim] = {}

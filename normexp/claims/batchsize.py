@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,8 +18,7 @@ from omegaconf import OmegaConf
 
 from normexp import plotting
 from normexp.analysis import aggregate
-from normexp.claims import InsufficientData
-from normexp.rundir import atomic_write
+from normexp.claims import InsufficientData, median_range
 
 NORM = "norm.name"
 BATCH = "train.batch_size"
@@ -66,12 +64,9 @@ def describe(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> 
     """``norm@batch median [min–max] (n=…)`` of ``value``, plus the number of diverged runs if any."""
     runs = cell(final, norm, batch)
     diverged = int((runs["status"] == "diverged").sum())
-    return f"{norm}@{batch} {_spread(runs[value], 2)} (n={len(runs)}" + (f", {diverged} diverged)" if diverged else ")")
-
-
-def _spread(values: pd.Series, digits: int) -> str:
-    """``median [min–max]`` of a cell's values."""
-    return f"{values.median():.{digits}f} [{values.min():.{digits}f}–{values.max():.{digits}f}]"
+    return f"{norm}@{batch} {median_range(runs[value], 2)} (n={len(runs)}" + (
+        f", {diverged} diverged)" if diverged else ")"
+    )
 
 
 def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> None:
@@ -117,17 +112,9 @@ def table(final: pd.DataFrame, norms: Sequence[str], paper: dict[str, dict[int, 
 
 def _error_entry(final: pd.DataFrame, norm: str, batch: int) -> str:
     runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
-    return _spread(runs["error"], 1) if not runs.empty else ""
+    return median_range(runs["error"], 1) if not runs.empty else ""
 
 
 def _time_entry(final: pd.DataFrame, norm: str, batch: int) -> str:
     runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
     return f"{runs['wall_time_s'].median():.0f}" if not runs.empty else ""
-
-
-def save_table(text: str, out: Path, name: str) -> Path:
-    """Write ``text`` to ``out/<name>.md``."""
-    path = out / f"{name}.md"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda f: f.write(text))
-    return path

@@ -222,6 +222,7 @@ register(
         title="BN speeds up training and stabilizes the sigmoid inputs",
         paper="Ioffe & Szegedy 2015",
         paper_figure="Fig. 1a–c",
+        paper_result="MNIST, 50k steps: BN reaches higher test accuracy faster; its sigmoid-input percentiles stay put",
         criteria=fig1_criteria,
         plot=fig1_plot,
     )
@@ -232,6 +233,10 @@ register(
         title="BN allows much higher learning rates",
         paper="Ioffe & Szegedy 2015",
         paper_figure="Fig. 3 (lr ×5, ×30), §4.2.1",
+        paper_result=(
+            "Inception, steps to 72.2%: no BN 31.0M; BN-x5 (lr ×5) 2.1M; BN-x30 2.7M, best 74.8%; "
+            "no BN at lr ×5 overflowed"
+        ),
         criteria=lr_criteria,
         plot=lr_plot,
     )

@@ -14,7 +14,7 @@ import itertools
 from pathlib import Path
 
 from normexp import plotting
-from normexp.claims import Check, Claim, Results, register
+from normexp.claims import Check, Claim, Results, register, save_table
 from normexp.claims.batchsize import (
     EXPERIMENT,
     NORM,
@@ -22,7 +22,6 @@ from normexp.claims.batchsize import (
     error_vs_batch,
     final_accuracy,
     median,
-    save_table,
     setting,
     table,
 )
@@ -99,6 +98,7 @@ register(
         title="BN's error rises as the batch per GPU shrinks; GN's stays flat",
         paper="Wu & He 2018",
         paper_figure="Fig. 1, Table 3 (2d)",
+        paper_result="ResNet-50 ImageNet error, 32 → 2 images/GPU: BN 23.6 → 34.7, GN 24.1 → 24.1",
         criteria=criteria,
         plot=plot,
         experiments=(EXPERIMENT,),

@@ -28,7 +28,7 @@ import pandas as pd
 
 from normexp import plotting
 from normexp.analysis import aggregate, curves
-from normexp.claims import Check, Claim, InsufficientData, Results, register
+from normexp.claims import Check, Claim, InsufficientData, Results, median_range, register, save_table
 
 POSITION = "model.position"
 LR = "optim.lr"
@@ -223,8 +223,32 @@ def _criterion_4c(grid: WarmupGrid, runs: pd.DataFrame) -> list[Check]:
 
 
 def warmup_plot(results: Results, out: Path) -> list[Path]:
-    """Test-loss curves per (position, warm-up) at each lr, and the final-loss heat maps per position."""
-    return [*_curves_plot(results, out), *_heatmap_plot(results, out)]
+    """Test-loss curves per (position, warm-up) at each lr, the final-loss heat maps per position, and the table of
+    every cell's final loss."""
+    return [*_curves_plot(results, out), *_heatmap_plot(results, out), _loss_table(results, out)]
+
+
+def _loss_table(results: Results, out: Path) -> Path:
+    """Final test loss per (position, warm-up) and lr_max: ``median [min–max]`` over seeds, diverged runs counted."""
+    final = final_losses(results.summary)
+    lrs = sorted(final[LR].unique())
+    lines = [
+        "| position | warm-up | " + " | ".join(f"lr_max {lr:g}" for lr in lrs) + " |",
+        "|---|---|" + "---|" * len(lrs),
+    ]
+    for (position, warmup), cells in final.groupby([POSITION, WARMUP]):
+        entries = [_loss_entry(cells[cells[LR] == lr]) for lr in lrs]
+        lines.append(f"| {POSITION_LABELS[position]} | {warmup} | " + " | ".join(entries) + " |")
+    seeds = final.groupby([POSITION, LR, WARMUP]).size()
+    text = f"Final test loss (nats/token), median [min–max] over {seeds.min()}–{seeds.max()} seeds per cell.\n\n"
+    return save_table(text + "\n".join(lines) + "\n", out, "final_loss")
+
+
+def _loss_entry(runs: pd.DataFrame) -> str:
+    finite = runs["loss"][np.isfinite(runs["loss"])]
+    diverged = len(runs) - len(finite)
+    entry = median_range(finite, 3) if len(finite) else ""
+    return f"{entry} ({diverged} diverged)".strip() if diverged else entry
 
 
 def _warmup_styles(warmups: list[int]) -> dict[int, object]:
@@ -394,6 +418,10 @@ register(
         title="Post-LN Transformers need learning-rate warm-up, Pre-LN ones train without it and faster",
         paper="Xiong et al. 2020",
         paper_figure="§3, Fig. 2; §5",
+        paper_result=(
+            "IWSLT14 Post-LN BLEU ≈ 34 with warm-up 4000, 8.45 without; Pre-LN ≈ 34 without warm-up, "
+            "epoch 9 matches Post-LN's epoch 15"
+        ),
         criteria=warmup_criteria,
         plot=warmup_plot,
     )
@@ -404,6 +432,7 @@ register(
         title="At init, Post-LN's last-layer gradient does not shrink with depth, Pre-LN's does",
         paper="Xiong et al. 2020",
         paper_figure="§4.3, Fig. 3",
+        paper_result="last-FFN gradient norm ≈ 1.6 at every depth (6–14) for Post-LN; shrinks with depth for Pre-LN",
         criteria=gradnorm_criteria,
         plot=gradnorm_plot,
     )
