@@ -169,8 +169,9 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
             print(f"skip {run_dir} ({RUNNING_ELSEWHERE}: another process holds its lock)")
             return {"status": RUNNING_ELSEWHERE}
         if is_finished(run_dir, config_hash(resolved_config(cfg))):
-            print(f"skip {run_dir} (already {read_summary(run_dir)['status']})")
-            return read_summary(run_dir)
+            summary = read_summary(run_dir)
+            print(f"skip {run_dir} (already {summary['status']})")
+            return summary
         return _train(cfg, run_dir)
 
 
