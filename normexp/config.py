@@ -1,6 +1,6 @@
 """The typed config schema, composition of the Hydra config tree, and validation before any work starts.
 
-YAML under ``configs/`` is the user's surface; the dataclasses here type and document the sections every run
+YAML under ``normexp/configs/`` is the user's surface; the dataclasses here type and document the sections every run
 has. Free-form sections (``model``, ``norm``, ``data``, ``probes``) are checked by the registries they select from.
 """
 
@@ -27,8 +27,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from normexp.errors import ConfigError
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-"""The Hydra config tree shipped with the repository."""
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""The Hydra config tree, shipped inside the package (a non-editable install has it too)."""
 
 
 @dataclass
@@ -89,7 +89,7 @@ class LoggerConfig:
 
 @dataclass
 class NormexpConfig:
-    """Root schema; see ``configs/config.yaml`` for the composition order."""
+    """Root schema; see ``normexp/configs/config.yaml`` for the composition order."""
 
     experiment_name: str = "adhoc"
     claim: str | None = None
@@ -97,7 +97,7 @@ class NormexpConfig:
     seed: int = 0
     out_dir: str = "runs"
     device: str = "auto"
-    launcher_name: str = "basic"  # basic | joblib | slurm | submitit_local (configs/launcher/)
+    launcher_name: str = "basic"  # basic | joblib | slurm | submitit_local (normexp/configs/launcher/)
     gpus: int = 0  # GPUs the launcher spreads runs over (joblib: one worker pinned to each)
     deterministic: bool = False  # torch.use_deterministic_algorithms on GPU (slower); CPU runs are deterministic anyway
     threads: int | None = 1  # torch CPU threads per run; None: torch's default (all cores)
@@ -125,7 +125,7 @@ def run_name(override_dirname: str, seed: int) -> str:
 @cache
 def folder_excluded_keys() -> tuple[str, ...]:
     """The keys that name no run folder because they do not change what a run computes (``exclude_keys`` in
-    ``configs/config.yaml``)."""
+    ``normexp/configs/config.yaml``)."""
     root = OmegaConf.load(CONFIG_DIR / "config.yaml")
     return tuple(root.hydra.job.config.override_dirname.exclude_keys)
 
@@ -294,7 +294,7 @@ def _check_group_choices(cfg: DictConfig) -> None:
     choice, name = cfg.hydra.runtime.choices.get("data"), cfg.data.get("name")
     if "data" in given and "data.name" not in given and choice != name:
         source = cfg.hydra.runtime.choices.get("at_scale")
-        where = f"configs/at_scale/{source}.yaml" if source else "a later config file"
+        where = f"normexp/configs/at_scale/{source}.yaml" if source else "a later config file"
         raise ConfigError(
             f"data={choice} is overridden by {where}, which sets data.name={name}: the run would train on {name}.",
             fix=f"set data.name={choice} instead of data={choice}",
@@ -340,7 +340,7 @@ def _check_choice(group: str, name: Any, choices: Any) -> None:
         raise ConfigError(
             f"unknown {group} {name!r}.",
             choices=sorted(choices),
-            fix=f"set {group}=<one of the choices> (files in configs/{group}/)",
+            fix=f"set {group}=<one of the choices> (files in normexp/configs/{group}/)",
         )
 
 

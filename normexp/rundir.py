@@ -1,6 +1,6 @@
 """The run folder: resolved config, append-only metrics, Parquet metrics and ``summary.json``.
 
-A run folder is named by its overrides (see ``configs/config.yaml``), never by time, so relaunching a grid finds
+A run folder is named by its overrides (see ``normexp/configs/config.yaml``), never by time, so relaunching a grid finds
 the runs it already finished; its summary and checkpoint hold a hash of the resolved config (:func:`config_hash`),
 so a relaunch notices when the experiment's YAML changed under a run. Every file a reader consumes is written
 atomically (temporary file, fsync, rename). While a run trains, its process holds the folder's lock
@@ -158,7 +158,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def identity(resolved: dict[str, Any]) -> dict[str, Any]:
     """What a run computes, as flat ``key: value`` pairs: its resolved config without the keys that name no run
-    folder because they do not change the run (``exclude_keys`` in ``configs/config.yaml``: out_dir, logger,
+    folder because they do not change the run (``exclude_keys`` in ``normexp/configs/config.yaml``: out_dir, logger,
     device, seed, which the folder name holds anyway, ...)."""
     excluded = folder_excluded_keys()
     return {

@@ -35,7 +35,8 @@ BAD_INPUT = [
     (("run", "+probes.input_percentiles.bogus=3"), "bad probes options", "unexpected keyword argument 'bogus'"),
     (
         ("run", "experiment=ioffe2015-fig1", "scale=cpu", "data=mnist"),
-        "data=mnist is overridden by configs/at_scale/ioffe2015-fig1/cpu.yaml, which sets data.name=fashion_mnist",
+        "data=mnist is overridden by normexp/configs/at_scale/ioffe2015-fig1/cpu.yaml, which sets "
+        "data.name=fashion_mnist",
         "set data.name=mnist",
     ),
     (("run", "-m", "norm=bn,nope"), "norm/nope", "bn"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,10 +12,10 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
+from normexp.config import CONFIG_DIR
 from normexp.errors import ConfigError
 from normexp.norms import NORMS, WEIGHT_NORMS, NormSpec, make, reparametrize, set_global_step
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 NORM_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "norm").glob("*.yaml"))
 RANK_SHAPES = {2: (4, 32), 3: (4, 32, 5), 4: (4, 32, 3, 5), 5: (2, 32, 2, 3, 3)}
 

@@ -27,7 +27,7 @@ def linear_regression(train_size: int, test_size: int, task_seed: int) -> Splits
 
 
 def load_linear_regression(cfg: Any) -> Splits:
-    """The task of ``configs/data/linear_regression.yaml``."""
+    """The task of ``normexp/configs/data/linear_regression.yaml``."""
     return linear_regression(cfg.train_size, cfg.test_size, cfg.task_seed)
 
 

@@ -62,7 +62,7 @@ def gaussian_linear(fan_in: int, fan_out: int, std: float, bias: bool) -> nn.Lin
 
 
 def build_mlp(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> MLP:
-    """The MLP of ``configs/model/mlp.yaml``."""
+    """The MLP of ``normexp/configs/model/mlp.yaml``."""
     if cfg.activation not in ACTIVATIONS:
         raise ConfigError(
             f"unknown model.activation {cfg.activation!r}.", choices=sorted(ACTIVATIONS), fix="set model.activation"

@@ -26,7 +26,7 @@ class NoShortcut(nn.Module):
 
 
 def build_li_resnet(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> CifarResNet:
-    """The ResNet of ``configs/model/li_resnet.yaml``, without any shortcut when ``model.skip`` is false."""
+    """The ResNet of ``normexp/configs/model/li_resnet.yaml``, without any shortcut when ``model.skip`` is false."""
     model = build_resnet(cfg, norm, input_shape, num_classes)
     if not cfg.skip:
         for block in model.modules():

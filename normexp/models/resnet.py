@@ -1,6 +1,6 @@
 """CIFAR ResNets with a norm slot after every conv: He et al. 2016's ResNet-20/56 and the common ResNet-18 variant.
 
-One class covers both families (``configs/model/resnet{20,56,18}.yaml``):
+One class covers both families (``normexp/configs/model/resnet{20,56,18}.yaml``):
 
 * ResNet-20/56 (He et al. 2016, arXiv 1512.03385, §4.2): a 3×3 stem of 16 channels, three stages of n = 3 or 9
   basic blocks with 16, 32, 64 channels (stride 1, 2, 2), global average pooling, a linear classifier. Shortcuts
@@ -136,7 +136,7 @@ def zero_gamma(norm: nn.Module) -> None:
 
 
 def build_resnet(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> CifarResNet:
-    """The CIFAR ResNet of ``configs/model/resnet{20,56,18}.yaml`` for ``(C, H, W)`` inputs."""
+    """The CIFAR ResNet of ``normexp/configs/model/resnet{20,56,18}.yaml`` for ``(C, H, W)`` inputs."""
     if cfg.shortcut not in SHORTCUTS:
         raise ConfigError(f"unknown model.shortcut {cfg.shortcut!r}.", choices=SHORTCUTS, fix="set model.shortcut")
     if len(cfg.blocks) != len(cfg.widths) or min(cfg.blocks) < 1:

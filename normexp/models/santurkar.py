@@ -100,7 +100,7 @@ def _normal_linear(fan_in: int, fan_out: int, std: float | None) -> nn.Linear:
 
 
 def build_vgg(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> VGG:
-    """The VGG of ``configs/model/santurkar_vgg.yaml``."""
+    """The VGG of ``normexp/configs/model/santurkar_vgg.yaml``."""
     if len(input_shape) != 3:
         raise ConfigError(
             f"santurkar_vgg needs images (C, H, W), got input shape {input_shape}.", fix="pick an image dataset"
@@ -115,7 +115,7 @@ def build_vgg(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classe
 
 
 def build_deep_linear(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: int) -> DeepLinearNet:
-    """The deep linear network of ``configs/model/deep_linear.yaml``; ``num_classes`` is the output size."""
+    """The deep linear network of ``normexp/configs/model/deep_linear.yaml``; ``num_classes`` is the output size."""
     if cfg.depth < 1:
         raise ConfigError(f"model.depth must be at least 1, got {cfg.depth}.", fix="set model.depth=25")
     return DeepLinearNet(math.prod(input_shape), cfg.width, cfg.depth, num_classes, norm, cfg.init_std)

@@ -6,7 +6,8 @@ Norm position and final norm are two separate options (fairseq's ``normalize_bef
 * ``position: post``: x ← Norm(x + F(x)) after every sub-layer (Vaswani et al. 2017; Xiong et al., Fig. 1a);
 * ``position: pre``: x ← x + F(Norm(x)) (Xiong et al., Fig. 1b);
 * ``final_norm: true``: one more norm after the last block of each stack, before the output projection. The
-  paper's Pre-LN Transformer has it, its Post-LN Transformer does not (``configs/model/transformer_{post,pre}``).
+  paper's Pre-LN Transformer has it, its Post-LN Transformer does not
+  (``normexp/configs/model/transformer_{post,pre}``).
 
 The norm is any channels-last norm of the zoo (``norm=ln``, ``rms``, ``none``). Init as in the paper: Xavier-uniform
 weights for every projection (q, k and v each as its own d×d matrix), zero biases, norm gains 1; token embeddings
