@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -12,14 +11,8 @@ import torch
 from omegaconf import OmegaConf
 
 from normexp import data
+from normexp.data.generated import write_idx
 from normexp.errors import ConfigError, DataError
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """An IDX file (the MNIST format: magic 0x0000080N, big-endian dims, uint8 data), gzipped."""
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as file:
-        file.write(header + array.astype(np.uint8).tobytes())
 
 
 @pytest.fixture

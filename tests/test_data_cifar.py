@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import pickle
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from torchvision.transforms.v2 import functional as tvf
 
 from normexp import data
 from normexp.config import CONFIG_DIR, compose_config
+from normexp.data import generated
 from normexp.data.cifar import crop_flip, pad_crop_flip
 from normexp.errors import DataError
 
@@ -23,26 +22,10 @@ SIZES = {datasets.CIFAR10: (10, 4), datasets.CIFAR100: (12, 5)}
 
 
 def write_cifar(root: Path, cls: type[datasets.CIFAR10], monkeypatch: pytest.MonkeyPatch) -> dict[str, dict]:
-    """The python pickles of ``cls`` (torchvision's layout: ``data`` rows of 3072 channel-planar uint8 values),
-    with torchvision's expected md5s set to those of the generated files; returns the pickled entries by name."""
-    folder = root / cls.base_folder
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    per_file, test_size = SIZES[cls]
-    label_key, classes = ("labels", 10) if cls is datasets.CIFAR10 else ("fine_labels", 100)
-    entries = {}
-    for name, size in [(n, per_file) for n, _ in cls.train_list] + [(n, test_size) for n, _ in cls.test_list]:
-        labels = rng.integers(0, classes, size).tolist()
-        entries[name] = {"data": rng.integers(0, 256, (size, 3072), dtype=np.uint8), label_key: labels}
-        (folder / name).write_bytes(pickle.dumps(entries[name]))
-    (folder / cls.meta["filename"]).write_bytes(pickle.dumps({cls.meta["key"]: [f"class{i}" for i in range(classes)]}))
-
-    def md5(name: str) -> str:
-        return hashlib.md5((folder / name).read_bytes()).hexdigest()
-
-    monkeypatch.setattr(cls, "train_list", [[n, md5(n)] for n, _ in cls.train_list])
-    monkeypatch.setattr(cls, "test_list", [[n, md5(n)] for n, _ in cls.test_list])
-    monkeypatch.setattr(cls, "meta", {**cls.meta, "md5": md5(cls.meta["filename"])})
+    """Generated pickles of ``cls`` that torchvision accepts (its md5 table set to theirs); the entries by name."""
+    entries = generated.write_cifar(root, cls, *SIZES[cls])
+    for name, value in generated.cifar_checksums(root, cls).items():
+        monkeypatch.setattr(cls, name, value)
     return entries
 
 
