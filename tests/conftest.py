@@ -17,6 +17,24 @@ from normexp.data import images
 torch.set_num_threads(1)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--device",
+        default=None,
+        help="run the composed configs on this device (cuda: with deterministic kernels); scripts/gpu_check.sh "
+        "reruns the tests marked 'equality' with --device cuda",
+    )
+
+
+@pytest.fixture(scope="session")
+def device_overrides(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The overrides that put a test's runs on ``--device`` (none without the option: the configs' ``auto``)."""
+    device = request.config.getoption("--device")
+    if device is None:
+        return ()
+    return (f"device={device}", *(["deterministic=true"] if device.startswith("cuda") else []))
+
+
 @pytest.fixture
 def out_dir(tmp_path: Path) -> Path:
     """A scratch folder for run folders."""
@@ -24,11 +42,11 @@ def out_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def compose(out_dir: Path):
-    """Compose a smoke-scale config with extra overrides, writing runs under ``out_dir``."""
+def compose(out_dir: Path, device_overrides: tuple[str, ...]):
+    """Compose a smoke-scale config with extra overrides, writing runs under ``out_dir`` (on ``--device``)."""
 
     def _compose(*overrides: str) -> DictConfig:
-        return compose_config(["scale=smoke", f"out_dir={out_dir}", *overrides])
+        return compose_config(["scale=smoke", f"out_dir={out_dir}", *device_overrides, *overrides])
 
     return _compose
 

@@ -91,6 +91,7 @@ def test_cuda_graph_training_steps_equal_eager_steps() -> None:
 RUN = ("experiment=batchsize", "norm=gn+ws", "norm.groups=null", "norm.group_size=8", "train.batch_size=4")
 
 
+@pytest.mark.equality
 def test_a_channels_last_run_ends_where_a_channels_first_run_ends(compose, tmp_path) -> None:
     plain = train(compose(*RUN), tmp_path / "plain")
     fast = train(compose(*RUN, "fast_path=channels_last"), tmp_path / "fast")
@@ -98,6 +99,7 @@ def test_a_channels_last_run_ends_where_a_channels_first_run_ends(compose, tmp_p
     assert fast["final"] == pytest.approx(plain["final"], rel=1e-4, abs=1e-6)
 
 
+@pytest.mark.equality
 def test_a_bf16_run_computes_its_layers_in_bfloat16_and_learns_what_fp32_learns(compose, tmp_path) -> None:
     dtypes: set[torch.dtype] = set()
 

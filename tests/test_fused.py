@@ -57,6 +57,7 @@ def assert_fused_equals_separate(cfgs: list[DictConfig], tmp_path: Path) -> None
                 assert value == pytest.approx(expected[name], rel=1e-4, abs=1e-6), (index, name)
 
 
+@pytest.mark.equality
 @pytest.mark.parametrize("norm", [("norm=none",), ("norm=bn",), ("norm=gn", "norm.groups=4")], ids=["none", "bn", "gn"])
 def test_mlp_seeds_fused_equal_separate_runs(cell, tmp_path: Path, norm: tuple[str, ...]) -> None:
     # generated data depend on the seed: each member also has its own dataset here
@@ -64,12 +65,14 @@ def test_mlp_seeds_fused_equal_separate_runs(cell, tmp_path: Path, norm: tuple[s
     assert_fused_equals_separate(cfgs, tmp_path)
 
 
+@pytest.mark.equality
 def test_learning_rates_fused_equal_separate_runs(cell, tmp_path: Path) -> None:
     # one parameter group per member, with momentum and a warm-up: each member's updates and lr schedule are its own
     shared = ("experiment=ioffe2015-fig1", "norm=bn", "optim.momentum=0.9", "schedule.warmup_steps=3")
     assert_fused_equals_separate(cell(shared, ("optim.lr=0.1", "optim.lr=2")), tmp_path)
 
 
+@pytest.mark.equality
 @pytest.mark.parametrize(
     "experiment, norm",
     [

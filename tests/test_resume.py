@@ -21,7 +21,7 @@ from normexp import checkpoint, runner
 RUN = "ioffe2015-fig1/smoke/data.train_size=512,train.eval_every=200,train.log_every=50,train.steps=1200,seed=0"
 
 
-def command(out_dir: Path) -> list[str]:
+def command(out_dir: Path, extra: tuple[str, ...]) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -35,6 +35,7 @@ def command(out_dir: Path) -> list[str]:
         "train.log_every=50",
         "train.checkpoint_every=20",
         "data.train_size=512",
+        *extra,
     ]
 
 
@@ -47,10 +48,10 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt(out_dir: Path, sig: signal.Signals) -> subprocess.CompletedProcess:
+def interrupt(out_dir: Path, sig: signal.Signals, extra: tuple[str, ...]) -> subprocess.CompletedProcess:
     """Start the run, send ``sig`` once its first checkpoint exists, and wait for the process to end."""
     process = subprocess.Popen(
-        command(out_dir),
+        command(out_dir, extra),
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -66,8 +67,8 @@ def interrupt(out_dir: Path, sig: signal.Signals) -> subprocess.CompletedProcess
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def finish(out_dir: Path) -> dict:
-    subprocess.run(command(out_dir), env=ENV, check=True, capture_output=True)
+def finish(out_dir: Path, extra: tuple[str, ...]) -> dict:
+    subprocess.run(command(out_dir, extra), env=ENV, check=True, capture_output=True)
     return json.loads((out_dir / RUN / "summary.json").read_text())
 
 
@@ -76,19 +77,22 @@ def weights(out_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def reference(tmp_path_factory: pytest.TempPathFactory, device_overrides: tuple[str, ...]) -> Path:
     """The uninterrupted run."""
     out_dir = tmp_path_factory.mktemp("reference")
-    finish(out_dir)
+    finish(out_dir, device_overrides)
     return out_dir
 
 
 STOP_SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT]
+KILLED = [pytest.param(sig, marks=[pytest.mark.equality] if sig == signal.SIGKILL else []) for sig in STOP_SIGNALS]
 
 
-@pytest.mark.parametrize("sig", STOP_SIGNALS, ids=[sig.name for sig in STOP_SIGNALS])
-def test_interrupted_run_resumes_bit_identical(reference: Path, tmp_path: Path, sig: signal.Signals) -> None:
-    interrupted = interrupt(tmp_path, sig)
+@pytest.mark.parametrize("sig", KILLED, ids=[sig.name for sig in STOP_SIGNALS])
+def test_interrupted_run_resumes_bit_identical(
+    reference: Path, tmp_path: Path, sig: signal.Signals, device_overrides: tuple[str, ...]
+) -> None:
+    interrupted = interrupt(tmp_path, sig, device_overrides)
     assert interrupted.returncode != 0
     summary_path = tmp_path / RUN / "summary.json"
     if sig != signal.SIGKILL:  # handled: checkpointed at the next step boundary, recorded as interrupted
@@ -100,7 +104,7 @@ def test_interrupted_run_resumes_bit_identical(reference: Path, tmp_path: Path, 
         assert saved["step"] == stopped["steps"]
     else:  # killed outright: no summary, only the last periodic checkpoint
         assert not summary_path.exists()
-    resumed = finish(tmp_path)
+    resumed = finish(tmp_path, device_overrides)
     assert resumed["status"] == "completed" and resumed["steps"] == 1200
     expected, actual = weights(reference), weights(tmp_path)
     assert all(torch.equal(expected[name], actual[name]) for name in expected)
@@ -115,9 +119,9 @@ def test_checkpoints_load_with_weights_only(reference: Path) -> None:
     assert state["step"] == 1200 and set(state) >= {"model", "optimizer", "scheduler", "sampler", "rng"}
 
 
-def test_resume_never_starts_again(reference: Path, tmp_path: Path) -> None:
-    interrupt(tmp_path, signal.SIGKILL)
-    subprocess.run([*command(tmp_path), "resume=never"], env=ENV, check=True, capture_output=True)
+def test_resume_never_starts_again(reference: Path, tmp_path: Path, device_overrides: tuple[str, ...]) -> None:
+    interrupt(tmp_path, signal.SIGKILL, device_overrides)
+    subprocess.run([*command(tmp_path, device_overrides), "resume=never"], env=ENV, check=True, capture_output=True)
     metrics = pd.read_parquet(tmp_path / RUN / "metrics.parquet")
     pd.testing.assert_frame_equal(pd.read_parquet(reference / RUN / "metrics.parquet"), metrics)
 

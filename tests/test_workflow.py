@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+import torch
 
 from normexp import devices
 from normexp.analysis import aggregate, load_runs
@@ -132,6 +133,16 @@ def test_workers_pin_distinct_gpus_and_refuse_when_all_are_taken(tmp_path: Path,
     with pytest.raises(RuntimeError, match="all 2 GPU slots"):
         devices.pin_worker_gpu(2, tmp_path)
     assert devices.pin_worker_gpu(0, tmp_path) is None
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_joblib_workers_pin_a_gpu_and_train_on_it(cli, out_dir: Path) -> None:
+    status, _out, err = cli(*GRID, f"out_dir={out_dir}", "launcher=joblib", "gpus=1", "device=cuda")
+    assert status == 0, err
+    summaries = [json.loads(p.read_text()) for p in sorted((out_dir / "adhoc" / "smoke").glob("*/summary.json"))]
+    assert [s["status"] for s in summaries] == ["completed"] * 4
+    assert {(s["device"], s["cuda_visible_devices"]) for s in summaries} == {("cuda", "0")}
 
 
 def test_aggregation_counts_a_diverged_run_and_drops_nothing(cli, out_dir: Path) -> None:
