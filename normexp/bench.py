@@ -312,8 +312,11 @@ def flops_per_step(cfg: DictConfig) -> float:
     return float(counter.get_total_flops())
 
 
-def peak_bf16_flops(device: torch.device) -> float | None:
-    """The device's dense BF16 tensor-core peak in FLOP/s, or None when unknown (CPUs, unlisted GPUs)."""
+def peak_bf16_flops(device: torch.device, tflops: float | None = None) -> float | None:
+    """The device's dense BF16 tensor-core peak in FLOP/s: ``tflops`` if given, else looked up by the device's name
+    in :data:`PEAK_BF16_TFLOPS`; None when unknown (CPUs, unlisted GPUs)."""
+    if tflops is not None:
+        return tflops * 1e12
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
@@ -329,12 +332,25 @@ def device_slug(device: torch.device) -> str:
 # --- alternating repeats and their summary ------------------------------------------------------------------
 
 
-def alternate(measure: dict[str, Callable[[], Window]], repeats: int) -> Iterator[tuple[int, str, Window]]:
-    """``(repeat, impl, window)`` for every implementation in every repeat, in reversed order every other repeat."""
-    impls = list(measure)
+def alternate(
+    measure: dict[str, Callable[[], Window]], repeats: int, optional: Sequence[str] = ()
+) -> Iterator[tuple[int, str, Window]]:
+    """``(repeat, impl, window)`` for every implementation in every repeat, in reversed order every other repeat.
+    An ``optional`` implementation that raises is reported and dropped from later repeats."""
+    impls, dropped = list(measure), set()
     for repeat in range(repeats):
         for impl in impls if repeat % 2 == 0 else impls[::-1]:
-            yield repeat, impl, measure[impl]()
+            if impl in dropped:
+                continue
+            try:
+                window = measure[impl]()
+            except Exception as error:
+                if impl not in optional:
+                    raise
+                print(f"{impl}: dropped, {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+                dropped.add(impl)
+                continue
+            yield repeat, impl, window
 
 
 def window_row(cfg: DictConfig, impl: str, repeat: int, window: Window, members: int = 1) -> dict[str, Any]:
@@ -343,6 +359,7 @@ def window_row(cfg: DictConfig, impl: str, repeat: int, window: Window, members:
     return {
         "experiment": cfg.experiment_name,
         "scale": cfg.scale_name,
+        "model": cfg.model.name,
         "impl": impl,
         "repeat": repeat,
         "steps": window.steps,
@@ -356,6 +373,7 @@ def window_row(cfg: DictConfig, impl: str, repeat: int, window: Window, members:
         "device": device_slug(runner.select_device(cfg.device)),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "cuda": torch.version.cuda,
     }
 
 
@@ -384,7 +402,7 @@ def summary_table(frame: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return table.sort_values(group, key=lambda c: c.map(order) if c.name == "impl" else c, kind="stable")
 
 
-SUMMARIZED = ("steps_per_s", "samples_per_s", "ratio", "cpu_ratio", "speedup", "peak_bf16_fraction")
+SUMMARIZED = ("steps_per_s", "samples_per_s", "ratio", "cpu_ratio", "speedup", "achieved_flops", "peak_bf16_fraction")
 
 
 def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: bool = False) -> str:
@@ -395,7 +413,7 @@ def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: b
     label = {"ratio": "time / bare", "speedup": "speedup"}[ratio]
     has_peak = "peak_bf16_fraction" in table and table["peak_bf16_fraction"].notna().any()
     header = [*by, "impl", "steps/s (IQR)", "samples/s", f"{label} (IQR)", "CPU time / base"]
-    header += ["% bf16 peak"] if has_peak else []
+    header += ["TFLOP/s", "% bf16 peak"] if has_peak else []
     rows = [
         [
             *(str(getattr(r, column)) for column in by),
@@ -405,7 +423,7 @@ def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: b
             f"{getattr(r, ratio):.3f} ({getattr(r, f'{ratio}_q25'):.3f}–{getattr(r, f'{ratio}_q75'):.3f})",
             f"{r.cpu_ratio:.3f}",
         ]
-        + ([f"{100 * r.peak_bf16_fraction:.2f}"] if has_peak else [])
+        + ([f"{r.achieved_flops / 1e12:.1f}", f"{100 * r.peak_bf16_fraction:.2f}"] if has_peak else [])
         for r in table.itertuples()
     ]
     return (_markdown_table if markdown else _text_table)(header, rows)
@@ -425,21 +443,28 @@ def overhead_line(frame: pd.DataFrame) -> str:
 
 
 def bench_experiment(
-    cfg: DictConfig, variants: Sequence[str], repeats: int, warmup: int, seconds: float, steps: int | None
+    cfg: DictConfig,
+    variants: Sequence[str],
+    repeats: int,
+    warmup: int,
+    seconds: float,
+    steps: int | None,
+    peak_tflops: float | None = None,
 ) -> pd.DataFrame:
     """Rows (one per implementation × repeat) for one experiment's config: the runner, the bare loop, variants."""
     if steps is None:
         probe = time_bare(cfg, warmup, 10)
         train = cfg.train
         steps = window_steps(probe.steps / probe.seconds, seconds, train.log_every, train.checkpoint_every, train.steps)
+    fast = {f"bare+{variant}": partial(time_bare, cfg, warmup, steps, variant) for variant in variants}
     measure: dict[str, Callable[[], Window]] = {
         "runner": partial(time_runner, cfg, warmup, steps),
         "bare": partial(time_bare, cfg, warmup, steps),
-    } | {f"bare+{variant}": partial(time_bare, cfg, warmup, steps, variant) for variant in variants}
-    flops, peak = flops_per_step(cfg), peak_bf16_flops(runner.select_device(cfg.device))
+    } | fast
+    flops, peak = flops_per_step(cfg), peak_bf16_flops(runner.select_device(cfg.device), peak_tflops)
     rows = [
         window_row(cfg, impl, repeat, window) | {"warmup_steps": warmup, "flops_per_step": flops}
-        for repeat, impl, window in alternate(measure, repeats)
+        for repeat, impl, window in alternate(measure, repeats, optional=list(fast))
     ]
     frame = pd.DataFrame(rows).assign(achieved_flops=lambda f: f["flops_per_step"] * f["steps_per_s"])
     frame["peak_bf16_fraction"] = frame["achieved_flops"] / peak if peak else math.nan
@@ -479,7 +504,8 @@ def bench_fused(
         "fused": partial(time_fused, cfgs, warmup, steps),
     }
     rows = [
-        window_row(cfg, impl, repeat, window, members if impl == "fused" else 1) | {"norm": cfg.norm.name}
+        window_row(cfg, impl, repeat, window, members if impl == "fused" else 1)
+        | {"norm": cfg.norm.name, "seeds": members}
         for repeat, impl, window in alternate(measure, repeats)
     ]
     return with_ratios(pd.DataFrame(rows), ["experiment", "norm", "batch_size"], "serial")
@@ -500,8 +526,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=None, help="target seconds per window (default 3; quick 1)")
     parser.add_argument("--steps", type=int, default=None, help="steps per window (default: calibrated to --seconds)")
     parser.add_argument("--warmup", type=int, default=None, help="steps before the window (default 20; fused 3)")
-    parser.add_argument("--members", type=int, default=8, help="fused runs per cell (seeds 0 .. members-1)")
-    parser.add_argument("--batches", type=int, nargs="+", default=FUSED_BATCHES, help="batch sizes of --fused")
+    parser.add_argument("--members", type=int, nargs="+", default=[8], help="fused runs per cell (seeds 0 .. N-1)")
+    parser.add_argument(
+        "--batches", type=int, nargs="+", default=None, help="batch sizes (default: the config's; --fused: 1 8 64)"
+    )
+    parser.add_argument("--norms", nargs="+", default=None, help="--fused: these norms on each experiment")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's dense bf16 peak (default: table)")
     parser.add_argument("--synthetic", action="store_true", help="generated data of the datasets' shapes")
     parser.add_argument("--override", dest="overrides", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--out", type=Path, default=None, help="CSV path (default: results/bench/<device>.csv)")
@@ -529,10 +559,12 @@ def run_overhead(args: argparse.Namespace, device: torch.device) -> tuple[pd.Dat
     default_variants = GPU_VARIANTS if device.type == "cuda" and not args.quick else ()
     variants = default_variants if args.variants is None else [v for v in args.variants.split(",") if v]
     frames = []
-    for experiment in experiments:
-        cfg = bench_config(experiment, args.scale, str(device), args.synthetic, args.overrides)
+    for experiment, batch in itertools.product(experiments, args.batches or [None]):
+        batch_override = [f"train.batch_size={batch}"] if batch else []
+        cfg = bench_config(experiment, args.scale, str(device), args.synthetic, [*batch_override, *args.overrides])
         try:
-            frames.append(bench_experiment(cfg, variants, repeats, args.warmup or 20, seconds, args.steps))
+            warmup = args.warmup or 20
+            frames.append(bench_experiment(cfg, variants, repeats, warmup, seconds, args.steps, args.peak_tflops))
         except Exception as error:  # one experiment the runner cannot train yet must not cost the others
             print(f"{experiment}: skipped, {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             continue
@@ -540,26 +572,35 @@ def run_overhead(args: argparse.Namespace, device: torch.device) -> tuple[pd.Dat
     if not frames:
         raise RuntimeError("no experiment could be benchmarked (see the messages above)")
     frame = pd.concat(frames, ignore_index=True)
-    return frame, ["experiment"], "ratio", overhead_line(frame)
+    return frame, ["experiment", *(["batch_size"] if args.batches else [])], "ratio", overhead_line(frame)
 
 
 def run_fused(args: argparse.Namespace, device: torch.device) -> tuple[pd.DataFrame, list[str], str, str]:
     """``--members`` fused seeds against serial runs, per fused case and batch size."""
-    cases = [c for c in FUSED_CASES if args.experiments is None or c[0] in args.experiments]
+    if args.norms:
+        cases = [
+            (e, (f"norm={norm}",))
+            for e in args.experiments or dict.fromkeys(c[0] for c in FUSED_CASES)
+            for norm in args.norms
+        ]
+    else:
+        cases = [c for c in FUSED_CASES if args.experiments is None or c[0] in args.experiments]
     frames = []
-    for (experiment, overrides), batch in itertools.product(cases, args.batches):
+    for (experiment, overrides), batch, members in itertools.product(
+        cases, args.batches or FUSED_BATCHES, args.members
+    ):
         extra = [*overrides, f"train.batch_size={batch}", *args.overrides]
         cfg = bench_config(experiment, args.scale, str(device), args.synthetic, extra)
-        frames.append(
-            bench_fused(cfg, args.members, args.repeats or 3, args.warmup or 3, args.seconds or 2.0, args.steps)
+        frames.append(bench_fused(cfg, members, args.repeats or 3, args.warmup or 3, args.seconds or 2.0, args.steps))
+        print(
+            f"{experiment} {' '.join(overrides)} batch {batch}, {members} seeds: {len(frames[-1])} windows", flush=True
         )
-        print(f"{experiment} {' '.join(overrides)} batch {batch}: {len(frames[-1])} windows", flush=True)
     frame = pd.concat(frames, ignore_index=True)
-    speedups = analysis.aggregate(frame[frame["impl"] == "fused"], ["batch_size"], "speedup")
+    speedups = analysis.aggregate(frame[frame["impl"] == "fused"], ["batch_size", "seeds"], "speedup")
     headline = "fused speedup over serial (median over cases and repeats): " + ", ".join(
-        f"batch {r.batch_size}: {r.median:.2f}x" for r in speedups.itertuples()
+        f"batch {r.batch_size} × {r.seeds} seeds: {r.median:.2f}x" for r in speedups.itertuples()
     )
-    return frame, ["experiment", "norm", "batch_size"], "speedup", headline
+    return frame, ["experiment", "norm", "batch_size", "seeds"], "speedup", headline
 
 
 def main(argv: Sequence[str] | None = None) -> int:

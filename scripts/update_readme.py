@@ -61,16 +61,23 @@ def claims_section(scale: str = "cpu") -> str:
     return "\n".join(lines)
 
 
-def bench_section() -> str:
-    """Markdown tables of every stored benchmark CSV: the runner against the bare loop, fused against serial."""
+def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
+    """Markdown tables of every benchmark CSV in ``folder``: the runner against the bare loop (per batch size when
+    it holds several), fused against serial, and the paper-scale cost tables (``normexp.costs``' ``.md``)."""
     lines = []
-    for path in sorted((ROOT / bench.RESULTS_DIR).glob("*.csv")):
+    for path in sorted(folder.glob("*.csv")):
         frame = pd.read_csv(path)
+        shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+        if "impl" not in frame:  # the cells of a paper-scale cost table: its Markdown says it all
+            lines += [path.with_suffix(".md").read_text().strip(), ""]
+            continue
         fused = "fused" in frame["impl"].unique()
         by = ["experiment", "norm", "batch_size"] if fused else ["experiment"]
+        by += [c for c in ("model", "seeds" if fused else "batch_size") if c in frame and frame[c].nunique() > 1]
         table = bench.format_table(bench.summary_table(frame, by), by, "speedup" if fused else "ratio", markdown=True)
         device, threads, version = frame["device"].iloc[0], frame["threads"].iloc[0], frame["torch"].iloc[0]
-        lines += [f"`{path.relative_to(ROOT)}` ({device}, {threads} thread(s), torch {version}):", "", table, ""]
+        cuda = f", CUDA {frame['cuda'].iloc[0]}" if "cuda" in frame and device != "cpu" else ""
+        lines += [f"`{shown}` ({device}, {threads} thread(s), torch {version}{cuda}):", "", table, ""]
     return "\n".join(lines).strip()
 
 
@@ -112,7 +119,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--scale", default="cpu")
+    parser.add_argument("--bench-of", type=Path, default=None, help="only print the bench tables of this folder's CSVs")
     args = parser.parse_args()
+    if args.bench_of:
+        print(bench_section(args.bench_of.resolve()))
+        return 0
     readme = ROOT / "README.md"
     text = readme.read_text()
     updated = replace_block(text, CLAIMS_BLOCK, claims_section(args.scale))

@@ -52,6 +52,27 @@ def test_window_holds_whole_logging_and_checkpoint_periods(
     assert bench.window_steps(rate, seconds, log_every, checkpoint_every, run_steps=10_000) == expected
 
 
+def test_an_optional_implementation_that_fails_is_dropped_and_a_required_one_stops_the_case(capsys) -> None:
+    window = bench.Window(steps=1, seconds=1.0, cpu_seconds=1.0, warmup_seconds=0.0)
+    calls = {"bare": 0, "broken": 0}
+
+    def works() -> bench.Window:
+        calls["bare"] += 1
+        return window
+
+    def fails() -> bench.Window:
+        calls["broken"] += 1
+        raise RuntimeError("no graphs here")
+
+    measured = list(bench.alternate({"bare": works, "broken": fails}, repeats=3, optional=["broken"]))
+    assert [(repeat, impl) for repeat, impl, _ in measured] == [(0, "bare"), (1, "bare"), (2, "bare")]
+    assert (
+        calls == {"bare": 3, "broken": 1} and "broken: dropped, RuntimeError: no graphs here" in capsys.readouterr().err
+    )
+    with pytest.raises(RuntimeError, match="no graphs here"):
+        list(bench.alternate({"bare": works, "broken": fails}, repeats=1))
+
+
 def test_ratios_divide_by_the_baseline_of_the_same_case_and_repeat() -> None:
     frame = pd.DataFrame(
         {
