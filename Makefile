@@ -8,7 +8,7 @@ LAUNCHER ?= $(if $(filter cpu smoke,$(SCALE)),joblib,basic)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install data reproduce test lint format clean-runs
+.PHONY: install data reproduce test lint format clean-runs wheels gpu-check
 
 install: $(STAMP)
 
@@ -45,3 +45,13 @@ format: install
 
 clean-runs:
 	rm -rf runs
+
+# The GPU check (scripts/gpu_check.sh): its output folder, and the wheels it installs on a box without network.
+OUT ?= gpu-check
+WHEELS ?= .whl
+
+wheels:
+	scripts/prepare_wheels.sh $(WHEELS)
+
+gpu-check:
+	scripts/gpu_check.sh $(OUT) --wheels $(WHEELS)
