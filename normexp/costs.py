@@ -143,10 +143,10 @@ def special_steps(warmup: int, steps: int) -> tuple[int, int]:
     return evaluate, off_round(max(evaluate + 2, warmup + 3 * steps // 4))
 
 
-def slice_config(cell: Cell, root: Path, device: str) -> DictConfig:
-    """The cell's paper-scale config on the generated files under ``root``, resolved (values interpolated from
-    ``train.steps`` keep the paper's), without resume, logger or progress bar."""
-    cfg = compose_config([*cell.job, f"device={device}", "resume=never", "logger=none"])
+def slice_config(cell: Cell, root: Path, device: str, overrides: Sequence[str] = ()) -> DictConfig:
+    """The cell's paper-scale config (with extra ``overrides``) on the generated files under ``root``, resolved
+    (values interpolated from ``train.steps`` keep the paper's), without resume, logger or progress bar."""
+    cfg = compose_config([*cell.job, f"device={device}", "resume=never", "logger=none", *overrides])
     OmegaConf.resolve(cfg)
     files = {"root": str(root), "download": False}  # for the datasets read from files (not the generated ones)
     data = {key: value for key, value in files.items() if key in cfg.data}
@@ -304,31 +304,42 @@ def _range(low: float, high: float) -> str:
 
 def slice_all(args: argparse.Namespace, root: Path) -> pd.DataFrame:
     """Slice the cells of ``args.experiments``, the grids with fewer cells first, until the budget is spent; write
-    the CSV and the Markdown after each cell."""
+    the CSV and the Markdown after each cell. Cells completed in an earlier ``--out`` are kept, not sliced again."""
     grids = sorted((cost_cells(experiment) for experiment in args.experiments), key=len)  # small grids first
     cells = [cell for grid in grids for cell in grid]
-    configs = [slice_config(cell, root, args.device) for cell in cells]
+    configs = [slice_config(cell, root, args.device, args.overrides) for cell in cells]
     device = runner.select_device(args.device)
+    earlier = completed_cells(args.out)
     started, rows = time.monotonic(), []
     with ExitStack() as patches:
         for cls, attributes in write_datasets(root, {cfg.data.name for cfg in configs}, args.train_fraction).values():
             patches.enter_context(mock.patch.multiple(cls, **attributes))
         for cell, cfg in zip(cells, configs, strict=True):
+            if (cell.experiment, cell.label) in earlier:
+                rows.append(earlier[cell.experiment, cell.label])
+                continue
             row = {"experiment": cell.experiment, "cell": cell.label, "runs": cell.runs, **paper_counts(cfg.train)}
             row |= {"batch_size": cfg.train.batch_size, "device": device_slug(device), "torch": torch.__version__}
-            row |= {"cuda_device": device.type == "cuda"}
-            row |= {"cuda": torch.version.cuda or "none", "warmup_steps": args.warmup, "timed_steps": args.steps}
+            row |= {"cuda_device": device.type == "cuda", "cuda": torch.version.cuda or "none"}
+            row |= {"warmup_steps": args.warmup, "timed_steps": args.steps}
             if time.monotonic() - started < args.budget_s:
                 row |= measure(cfg, args.warmup, args.steps)
-                print(
-                    f"{cell.experiment} {cell.label}: {row['status']}, {row.get('steps_per_s', math.nan):.1f} steps/s"
-                )
+                rate = row.get("steps_per_s", math.nan)
+                print(f"{cell.experiment} {cell.label}: {row['status']}, {rate:.1f} steps/s", flush=True)
             else:
                 row["status"] = "not sliced (budget spent)"
             row["run_s"] = projected_run_s(row) if row["status"] == "completed" else math.nan
             rows.append(row)
             write(pd.DataFrame(rows), args.out)
     return pd.DataFrame(rows)
+
+
+def completed_cells(out: Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """The completed cells of an earlier table at ``out`` (none if there is none), by experiment and cell."""
+    if not out.exists():
+        return {}
+    frame = pd.read_csv(out)
+    return {(r["experiment"], r["cell"]): r for r in frame[frame["status"] == "completed"].to_dict("records")}
 
 
 def write(frame: pd.DataFrame, out: Path) -> None:
@@ -347,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200, help="timed steps per cell")
     parser.add_argument("--train-fraction", type=float, default=0.1, help="generated training set / the real one")
     parser.add_argument("--budget-s", type=float, default=math.inf, help="start no cell after this many seconds")
+    parser.add_argument("--override", dest="overrides", action="append", default=[], help="extra Hydra override")
     parser.add_argument("--data", type=Path, default=None, help="folder for the generated files (default: temporary)")
     parser.add_argument("--out", type=Path, default=None, help="CSV (default: results/bench/paper-costs-<device>.csv)")
     args = parser.parse_args(argv)

@@ -73,7 +73,8 @@ def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
             continue
         fused = "fused" in frame["impl"].unique()
         by = ["experiment", "norm", "batch_size"] if fused else ["experiment"]
-        by += [c for c in ("model", "seeds" if fused else "batch_size") if c in frame and frame[c].nunique() > 1]
+        varying = ("model", "seeds" if fused else "batch_size")  # within an experiment: a column of the table
+        by += [c for c in varying if c in frame and frame.groupby("experiment")[c].nunique().max() > 1]
         table = bench.format_table(bench.summary_table(frame, by), by, "speedup" if fused else "ratio", markdown=True)
         device, threads, version = frame["device"].iloc[0], frame["threads"].iloc[0], frame["torch"].iloc[0]
         cuda = f", CUDA {frame['cuda'].iloc[0]}" if "cuda" in frame and device != "cpu" else ""

@@ -146,3 +146,14 @@ def test_generated_mnist_loads_through_torchvision(tmp_path: Path, patch_source)
     splits = data.load(cfg)
     assert splits.train_x.shape == (12, 1, 28, 28) and splits.test_y.shape == (5,)
     assert splits.train_x.dtype == torch.float32 and 0 <= splits.train_x.min() <= splits.train_x.max() <= 1
+
+
+def test_cells_completed_in_an_earlier_table_are_kept_and_the_rest_sliced(tmp_path: Path) -> None:
+    out = tmp_path / "costs.csv"
+    earlier = {"experiment": "santurkar2018-dln", "cell": "norm=none", "runs": 3, "status": "completed"}
+    pd.DataFrame([earlier | {"run_s": 123.0, "steps_per_s": 9.0}]).to_csv(out, index=False)
+    args = ["--device", "cpu", "--experiments", "santurkar2018-dln", "--warmup", "1", "--steps", "8", "--out", str(out)]
+    assert costs.main(args) == 0
+    frame = pd.read_csv(out).set_index("cell")
+    assert frame.loc["norm=none", "run_s"] == 123.0 and frame.loc["norm=bn", "status"] == "completed"
+    assert frame.loc["norm=bn", "run_s"] > 0 and "| santurkar2018-dln | 6 | 2/2 |" in out.with_suffix(".md").read_text()
