@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -45,6 +46,7 @@ from normexp import claims, runner
 from normexp.bench import device_slug
 from normexp.config import CONFIG_DIR, compose_config, expand_grid
 from normexp.data import generated
+from normexp.errors import UserError
 from normexp.fused import MEMBER_KEYS
 from normexp.rundir import atomic_write
 
@@ -369,6 +371,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unknown experiment {', '.join(unknown)}; choices: {' '.join(paper_experiments())}")
     args.out = args.out or RESULTS_DIR / f"paper-costs-{device_slug(runner.select_device(args.device))}.csv"
     with tempfile.TemporaryDirectory(prefix="normexp-data-") as scratch:
-        frame = slice_all(args, args.data or Path(scratch))
+        try:
+            frame = slice_all(args, args.data or Path(scratch))
+        except UserError as error:  # an override or config no grid cell composes with: before any slice
+            print(f"paper_costs: error: {error.message}", file=sys.stderr)
+            return 2
     print(f"\n{markdown(frame)}\nwrote {args.out} and {args.out.with_suffix('.md')}")
     return 0

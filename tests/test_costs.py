@@ -157,3 +157,10 @@ def test_cells_completed_in_an_earlier_table_are_kept_and_the_rest_sliced(tmp_pa
     frame = pd.read_csv(out).set_index("cell")
     assert frame.loc["norm=none", "run_s"] == 123.0 and frame.loc["norm=bn", "status"] == "completed"
     assert frame.loc["norm=bn", "run_s"] > 0 and "| santurkar2018-dln | 6 | 2/2 |" in out.with_suffix(".md").read_text()
+
+
+def test_an_override_no_cell_composes_with_is_a_one_paragraph_error(capsys) -> None:
+    args = ["--device", "cpu", "--experiments", "santurkar2018-dln", "--override", "probes.bleu.samples=4"]
+    assert costs.main(args) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("paper_costs: error: Could not override 'probes.bleu.samples'") and "Traceback" not in error
