@@ -227,6 +227,8 @@ def write_datasets(root: Path, names: set[str], train_fraction: float) -> dict[s
 def experiment_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Per experiment: runs, cells sliced of all, the range of steps/s over its cells and the grid's GPU-hours
     (NaN until every cell is sliced)."""
+    if "steps_per_s" not in frame:  # only runs trained whole so far: no step rate
+        frame = frame.assign(steps_per_s=math.nan)
     sliced = frame["run_s"].notna()
     table = frame.assign(sliced=sliced, run_hours=frame["runs"] * frame["run_s"] / 3600).groupby(
         "experiment", sort=False
@@ -326,8 +328,9 @@ def slice_all(args: argparse.Namespace, root: Path) -> pd.DataFrame:
             row |= {"warmup_steps": args.warmup, "timed_steps": args.steps}
             if time.monotonic() - started < args.budget_s:
                 row |= measure(cfg, args.warmup, args.steps)
-                rate = row.get("steps_per_s", math.nan)
-                print(f"{cell.experiment} {cell.label}: {row['status']}, {rate:.1f} steps/s", flush=True)
+                rate = row.get("steps_per_s", math.nan)  # none for a run trained whole or one that diverged
+                timing = f"trained whole in {row['wall_s']:.1f} s" if row["whole"] else f"{rate:.1f} steps/s"
+                print(f"{cell.experiment} {cell.label}: {row['status']}, {timing}", flush=True)
             else:
                 row["status"] = "not sliced (budget spent)"
             row["run_s"] = projected_run_s(row) if row["status"] == "completed" else math.nan

@@ -110,6 +110,15 @@ def test_tables_sum_runs_per_experiment_and_claim_only_when_every_cell_is_sliced
     assert math.isnan(by_claim.loc["ioffe2015-fig1", "gpu_hours"])
 
 
+def test_a_grid_of_runs_trained_whole_has_hours_but_no_step_rate() -> None:
+    frame = pd.DataFrame({"experiment": ["xiong2020-gradnorm"] * 2, "runs": [10, 10], "run_s": [36.0, 72.0]})
+    (row,) = costs.experiment_table(frame).itertuples()
+    assert row.gpu_hours == pytest.approx(0.3) and math.isnan(row.steps_per_s_min)
+    assert "| xiong2020-gradnorm | 20 | 2/2 | — | 0.3 |" in costs.markdown(
+        frame.assign(device="cpu", torch="2", cuda="none", cuda_device=False, warmup_steps=1, timed_steps=8)
+    )
+
+
 def test_generated_cifar_loads_through_torchvision_with_its_checksums(tmp_path: Path) -> None:
     patches = costs.write_datasets(tmp_path, {"cifar10"}, train_fraction=0.001)
     cls, attributes = patches["cifar10"]
