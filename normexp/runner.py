@@ -16,6 +16,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -125,6 +126,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if cfg.resume == "auto" and saved.exists():
         loop.load_state_dict(checkpoint.load(saved, device))
         truncate_metrics_log(run_dir / METRICS_LOG, loop.step)
+        print(f"run {run_dir} resumes from its checkpoint at step {loop.step}", file=sys.stderr)
     else:  # a stale checkpoint must not outlive the restart: a kill before the first save would resume from it
         (run_dir / METRICS_LOG).unlink(missing_ok=True)
         saved.unlink(missing_ok=True)
