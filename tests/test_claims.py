@@ -1,4 +1,4 @@
-"""Claims judged on synthetic stored results: each criterion passes and fails where PAPERS.md says it must."""
+"""Claims judged on synthetic stored results: each criterion passes and fails where docs/claims.md says it must."""
 
 from __future__ import annotations
 
@@ -161,10 +161,10 @@ def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path
         "verdict": "figures only",
         "n_runs": 2,
         "checks": [],
-        "note": "PAPERS.md fixes no pass criterion",
+        "note": "no pass criterion was pre-registered",
     }
     status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path))
-    assert status == 0 and "li2018-landscape [cpu]: figures only (PAPERS.md fixes no pass criterion)" in out
+    assert status == 0 and "li2018-landscape [cpu]: figures only (no pass criterion was pre-registered)" in out
 
 
 @pytest.mark.parametrize("claim_id", sorted(claims.CLAIMS))

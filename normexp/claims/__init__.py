@@ -1,8 +1,8 @@
 """The claim registry: each paper claim, the experiment that measures it, its pass criteria and its figures.
 
 A claim turns stored results into a verdict with :meth:`Claim.verify` and into figures with its ``plot``
-function. Criteria are fixed in advance (``shared/PAPERS.md``) and implemented as written; a claim whose criteria
-fail is "not reproduced", with the measured numbers in each :class:`Check`. A claim for which PAPERS.md fixes no
+function. Criteria are fixed in advance (``docs/claims.md``) and implemented as written; a claim whose criteria
+fail is "not reproduced", with the measured numbers in each :class:`Check`. A claim for which docs/claims.md fixes no
 criterion (``criteria=None``) is a figure set: its verdict is "figures only" once its runs are stored.
 """
 
@@ -71,10 +71,10 @@ class Claim:
     title: str
     paper: str
     paper_figure: str
-    criteria: Callable[[Results], list[Check]] | None  # None: no criterion in PAPERS.md, figures only
+    criteria: Callable[[Results], list[Check]] | None  # None: no criterion was pre-registered, figures only
     plot: Callable[[Results, Path], list[Path]]
     experiments: tuple[str, ...] = ()
-    paper_result: str = ""  # the paper's own numbers (shared/PAPERS.md), shown beside ours
+    paper_result: str = ""  # the paper's own numbers (docs/claims.md), shown beside ours
 
     def __post_init__(self) -> None:
         if not self.experiments:
@@ -86,7 +86,7 @@ class Claim:
         if n_runs == 0:
             return Verdict(self.id, scale, "insufficient data", 0, note="no stored runs")
         if self.criteria is None:
-            return Verdict(self.id, scale, "figures only", n_runs, note="PAPERS.md fixes no pass criterion")
+            return Verdict(self.id, scale, "figures only", n_runs, note="no pass criterion was pre-registered")
         try:
             checks = self.criteria(results)
         except InsufficientData as why:

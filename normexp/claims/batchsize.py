@@ -25,7 +25,7 @@ BATCH = "train.batch_size"
 NORM_BATCH = "train.norm_batch"
 FINAL_ACC = "final/test/acc"
 MIN_SEEDS = 3
-"""PAPERS.md: "Seeds" means at least 3 seeds per cell."""
+"""docs/claims.md: "Seeds" means at least 3 seeds per cell."""
 EXPERIMENT = "batchsize"
 
 # Until normexp.config.register() registers it, the resolver the batchsize configs use (steps = images // batch) is

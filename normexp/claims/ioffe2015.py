@@ -1,5 +1,5 @@
 """Ioffe & Szegedy 2015 (arXiv 1502.03167), Fig. 1: BN speeds up training, stabilizes the sigmoid inputs, and
-allows much higher learning rates. Criteria: PAPERS.md §1.
+allows much higher learning rates. Criteria: docs/claims.md §1.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 along filter-normalized random directions, and the linear interpolation between two solutions, for a net with and
 without BN (experiment ``li2018-norm``) and a ResNet with and without skip connections (``li2018-skip``).
 
-PAPERS.md fixes no pass criterion for these plots: the claim is a figure set (``criteria=None``), and its verdict is
-"figures only".
+No pass criterion was pre-registered for these plots (docs/claims.md): the claim is a figure set (``criteria=None``),
+and its verdict is "figures only".
 
 Drawing the figures evaluates the surfaces from the runs' final checkpoints (:mod:`normexp.probes.surface`) into
 ``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a partial one is completed, and

@@ -1,6 +1,6 @@
 """Qiao et al. 2019 (arXiv 1903.10520), Weight Standardization and Batch-Channel Normalization: with one image per
 batch, GN + WS matches BN trained at a large batch, while BN collapses; BCN + WS does at least as well as GN + WS.
-Criteria: PAPERS.md §2 (2a–2c), judged on the ``batchsize`` grid (same images seen, lr linear in the batch).
+Criteria: docs/claims.md §2 (2a–2c), judged on the ``batchsize`` grid (same images seen, lr linear in the batch).
 
 How the criteria's words are read (fixed before the grid was run): "accuracy" is the final test accuracy in
 percentage points, a cell's value its median over ≥ 3 seeds; "batch b" is b images per optimizer step, all of them
@@ -75,7 +75,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     fig, (ax,) = plotting.figure(width=5.0, height=3.6)
     error_vs_batch(ax, final, NORMS)
     ax.set_title(f"micro-batch training (Qiao et al. 2019)\n{setting(results.summary)}", fontsize=9)
-    note = "Qiao et al.'s CIFAR tables could not be read (PAPERS.md §2): no paper numbers at this scale.\n\n"
+    note = "Qiao et al.'s CIFAR tables could not be read (docs/claims.md §2): no paper numbers at this scale.\n\n"
     return [*plotting.save(fig, out, "microbatch"), save_table(note + table(final, NORMS), out, "microbatch")]
 
 

@@ -1,7 +1,7 @@
 """Santurkar et al. 2018 (arXiv 1805.11604), "How does batch normalization help optimization?": BN smooths the loss
 landscape (Fig. 4), noisy BN still trains (Fig. 2), and BN does not reduce internal covariate shift (Fig. 5); and
 Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smooths it further, measured with the
-same instruments. Criteria: PAPERS.md §3 (3a–3f).
+same instruments. Criteria: docs/claims.md §3 (3a–3f).
 
 Every criterion compares medians over seeds (n, median and min–max reported) of one number per run, with at least
 :data:`~normexp.claims.batchsize.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e

@@ -1,5 +1,5 @@
 """Wu & He 2018 (arXiv 1803.08494), Group Normalization, Fig. 1 / Table 3: as the batch per GPU shrinks from 32
-to 2, BN's error rises steeply while GN's stays flat. Criteria: PAPERS.md §2 (2d), judged on the ``batchsize`` grid
+to 2, BN's error rises steeply while GN's stays flat. Criteria: docs/claims.md §2 (2d), judged on the ``batchsize`` grid
 (same images seen, lr linear in the batch, as the paper's lr = 0.1·N/32).
 
 How the criteria's words are read (fixed before the grid was run): "error" is the final test error in percentage
@@ -37,7 +37,7 @@ PAPER_ERROR = {
     "IN, Wu & He (ImageNet ResNet-50)": {32: 28.4},
     "BRN, Wu & He (ImageNet ResNet-50)": {4: 26.3},
 }
-"""Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (PAPERS.md §2)."""
+"""Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (docs/claims.md §2)."""
 SHOWN = ("bn", "gn", "ln", "in", "brn")
 """The norms of Wu & He's Fig. 1 and Table 3, drawn where the stored grid has them (the criteria need BN and GN)."""
 

@@ -1,6 +1,6 @@
 """Xiong et al. 2020 (arXiv 2002.04745), On Layer Normalization in the Transformer Architecture: Post-LN
 Transformers need a learning-rate warm-up and Pre-LN ones do not (§3, Fig. 2), because at initialization the
-gradients near the output of a Post-LN Transformer are large (§4, Fig. 3). Criteria: PAPERS.md §4.
+gradients near the output of a Post-LN Transformer are large (§4, Fig. 3). Criteria: docs/claims.md §4.
 
 How the criteria's words are read (fixed before the grid was run):
 
