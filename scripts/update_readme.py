@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from normexp import bench, claims, reproduce
+from normexp import bench, claims, plotting, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
@@ -54,9 +54,12 @@ def claims_section(scale: str = "cpu") -> str:
         if claim.paper_result:
             lines += [f"The paper: {claim.paper_result}. Ours, by the pass criteria:", ""]
         lines += [f"- {'✅' if c.passed else '❌'} {c.name}: {c.measured}" for c in verdict.checks]
-        figures = reproduce.figures_of(claim.id, scale, ROOT / "results")
-        lines += [""] + [f"![{claim.id} {path.stem}]({path.relative_to(ROOT)})" for path in figures]
-        tables = sorted(reproduce.results_dir(claim.id, scale, ROOT / "results").glob("*.md"))
+        for figure in reproduce.figures_of(claim.id, scale, ROOT / "results"):
+            lines += ["", f"![{claim.id} {figure.stem}]({figure.relative_to(ROOT)})"]
+            caption = figure.with_name(figure.stem + plotting.CAPTION_SUFFIX)
+            lines += ["", caption.read_text().strip()] if caption.exists() else []
+        folder = reproduce.results_dir(claim.id, scale, ROOT / "results")
+        tables = sorted(p for p in folder.glob("*.md") if not p.name.endswith(plotting.CAPTION_SUFFIX))
         lines += [line for path in tables for line in ["", path.read_text().strip()]]
     return "\n".join(lines)
 

@@ -153,7 +153,7 @@ def test_ics_not_reproduced_when_bn_shifts_less_by_both_measures_in_one_model() 
 def test_smoothness_and_ics_figures_have_a_panel_row_per_model(monkeypatch, tmp_path: Path) -> None:
     titles = {}
     monkeypatch.setattr(
-        plotting, "save", lambda fig, _, name: titles.setdefault(name, [a.get_title() for a in fig.axes])
+        plotting, "save", lambda fig, _, name, *caption: titles.setdefault(name, [a.get_title() for a in fig.axes])
     )
     band = {"loss_min": 1.0, "loss_max": 2.0, "gpred_min": 1.0, "gpred_max": 2.0, "beta": 1.0}
     runs = both_models({"bn": band, "none": band}, {"bn": band, "none": band})
@@ -233,7 +233,7 @@ def activation_runs(norms: tuple[str, ...], modules: tuple[str, ...]) -> pd.Data
 
 def test_noisy_bn_figure_has_no_empty_panel(monkeypatch, tmp_path: Path) -> None:
     figures = {}
-    monkeypatch.setattr(plotting, "save", lambda fig, _, name: figures.setdefault(name, fig))
+    monkeypatch.setattr(plotting, "save", lambda fig, _, name, *caption: figures.setdefault(name, fig))
     runs = activation_runs(("none", "bn", "noisy_bn", "noise"), ("features.0.norm", "features.4.norm"))
     claims.get("santurkar2018-noisy-bn").plot(Results(runs, noisy_summary(bn=0.9)), tmp_path)
     axes = figures["noisy_bn"].axes

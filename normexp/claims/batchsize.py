@@ -69,19 +69,27 @@ def describe(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> 
     )
 
 
-def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> None:
-    """Median test error against the batch size (log-2 axis) per norm, the seeds' IQR as a band; finished runs."""
+def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str], batches: Sequence[int] = ()) -> None:
+    """Median test error against the batch size per norm, with the min–max over seeds as a band (finished runs),
+    the batch decreasing from left to right as in Wu & He's Fig. 1 (log-2 axis); only ``batches`` when given."""
     finished = final[np.isfinite(final["error"])]
+    if batches:
+        finished = finished[finished[BATCH].isin(batches)]
     cells = aggregate(finished, [NORM, BATCH], "error")
     for norm in plotting.sorted_norms(set(norms) & set(cells[NORM])):
-        norm_cells, color = cells[cells[NORM] == norm], plotting.norm_color(norm)
-        plotting.band(ax, norm_cells, norm, color, x=BATCH)
-        ax.scatter(norm_cells[BATCH], norm_cells["median"], s=12, color=color)
-    batches = sorted(cells[BATCH].unique())
+        plotting.band(ax, cells[cells[NORM] == norm], norm, norm, x=BATCH)
+    shown = sorted(cells[BATCH].unique())
     ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set(xlabel="batch size (images per norm batch and per step)", ylabel="test error (%)")
+    ax.set_xticks(shown, [str(b) for b in shown])
+    ax.minorticks_off()
+    ax.set_xlim(max(shown) * 1.25, min(shown) / 1.25)  # large batches left, as the paper
+    ax.set(xlabel="batch size (images per step, sharing norm statistics)", ylabel="test error (%)")
     ax.legend(title="norm")
+
+
+def batch_caption(what: str) -> plotting.Caption:
+    """The caption of an error-against-batch figure; a cell is a (norm, batch) pair."""
+    return plotting.Caption(what, cells=[NORM, BATCH])
 
 
 def setting(summary: pd.DataFrame) -> str:

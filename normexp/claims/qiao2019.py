@@ -16,7 +16,10 @@ from pathlib import Path
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register, save_table
 from normexp.claims.batchsize import (
+    BATCH,
     EXPERIMENT,
+    NORM,
+    batch_caption,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -72,11 +75,18 @@ def criteria(results: Results) -> list[Check]:
 def plot(results: Results, out: Path) -> list[Path]:
     """Test error against the batch size for BN, GN, GN+WS and BCN+WS, and the table of every cell."""
     final = final_accuracy(results.summary)
-    fig, (ax,) = plotting.figure(width=5.0, height=3.6)
+    fig, (ax,) = plotting.figure(width="column", height=2.8)
     error_vs_batch(ax, final, NORMS)
-    ax.set_title(f"micro-batch training (Qiao et al. 2019)\n{setting(results.summary)}", fontsize=9)
+    ax.set_title(f"micro-batch training, Qiao et al. 2019\n{setting(results.summary)}")
+    plotting.note(fig, plotting.band_note(final.groupby([NORM, BATCH]).size()))
     note = "Qiao et al.'s CIFAR tables could not be read (docs/claims.md §2): no paper numbers at this scale.\n\n"
-    return [*plotting.save(fig, out, "microbatch"), save_table(note + table(final, NORMS), out, "microbatch")]
+    text = batch_caption(
+        "Qiao et al. 2019, §2 (criteria 2a–2c): final test error against the batch size (every run sees the same "
+        "images, lr linear in the batch; all images of a step share the norm's statistics) for BN, GN, GN+WS and "
+        "BCN+WS; the batch decreases from left to right."
+    )
+    figure = plotting.save(fig, out, "microbatch", text, results.summary)
+    return [*figure, save_table(note + table(final, NORMS), out, "microbatch")]
 
 
 register(
