@@ -131,7 +131,7 @@ def execute(named: dict[str, nbformat.NotebookNode], timeout: int = 900) -> dict
 def printed(nb: nbformat.NotebookNode) -> list[str]:
     """The text a notebook printed or displayed, per output: what the staleness test compares."""
     return [
-        output.get("text") or output.get("data", {}).get("text/plain", "")
+        re.sub(r" at 0x[0-9a-f]+", "", output.get("text") or output.get("data", {}).get("text/plain", ""))
         for cell in nb.cells
         for output in cell.get("outputs", [])
         # figures (pixels differ between library versions) and warnings are not what a notebook reports

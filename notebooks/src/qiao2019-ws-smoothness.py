@@ -28,4 +28,4 @@ per_run.groupby(["measure", "norm.name"])["value"].agg(["median", "min", "max"])
 
 # %%
 beta = runs[runs["metric"] == BETA]
-plotting.seed_lines(beta, height=2.6, aspect=1.6).set(yscale="log")
+plotting.seed_lines(beta, height=2.6, aspect=1.6).set(yscale="log");

@@ -21,4 +21,4 @@ analysis.aggregate(summary, ["norm.name"], "final/train/acc")
 # %%
 act = runs[runs["metric"].str.startswith("act/") & runs["metric"].str.endswith("/mean")]
 act = act.assign(layer=act["metric"].str.split("/").str[1])
-plotting.seed_lines(act, col="layer", height=2.4)
+plotting.seed_lines(act, col="layer", height=2.4);

@@ -22,7 +22,7 @@ analysis.aggregate(last, ["model.position", "model.depth"], "value")
 
 # %%
 per_layer = layer_norms(runs, "expected_norm")
-sns.relplot(
+grid = sns.relplot(
     data=per_layer,
     x="layer",
     y="value",

@@ -46,4 +46,4 @@ grid = sns.relplot(
     palette=plotting.palette(loss["model.position"]),
 )
 grid.refline(y=summary["final/probe/unigram_loss"].median(), color="0.6", linewidth=2)
-grid.set(ylabel="test loss (nats/token)")
+grid.set(ylabel="test loss (nats/token)");
