@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from normexp.config import folder_excluded_keys
-from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, flatten, read_metrics_log, read_summary
+from normexp.identity import flatten, folder_excluded_keys
+from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
 
 RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s", "git_sha", "git_dirty")
 """Summary columns that describe how a run went, not what it computes."""

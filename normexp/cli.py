@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from normexp import claims, reproduce, sweep
+from normexp import claims, reproduce, sweep, tables
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
 
@@ -86,7 +86,7 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
         for v in verdicts
     ]
     header = ("claim", "paper's figure", "our figure", "verdict", "n runs")
-    print(_markdown_table(header, rows) if markdown else _text_table(header, rows))
+    print(tables.render(header, rows, markdown))
     bullet, marks = ("- ", ("✅", "❌")) if markdown else ("  ", ("PASS", "FAIL"))
     for v in verdicts:
         print(
@@ -96,18 +96,6 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
         )
         for check in v.checks:
             print(f"{bullet}{marks[0] if check.passed else marks[1]} {check.name}: {check.measured}")
-
-
-def _markdown_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
-    )
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

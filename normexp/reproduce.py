@@ -1,7 +1,8 @@
 """From a claim to stored results, figures and a verdict under ``results/<claim>/<scale>/``.
 
 ``reproduce`` runs the claim's grid (finished runs are skipped), then :func:`store` writes the tidy tables,
-:func:`draw` the figures and :func:`judge` the verdict. ``verify`` and ``figures`` read the stored tables only.
+:func:`analyse` computes what the claim needs from the finished runs (its loss surfaces), :func:`draw` the figures
+and :func:`judge` the verdict. ``verify`` and ``figures`` read stored results only: they never train or evaluate.
 """
 
 from __future__ import annotations
@@ -69,6 +70,15 @@ def judge(claim: Claim, results: Results, scale: str, target: Path | None = None
     return verdict
 
 
+def analyse(claim: Claim, results: Results, target: Path) -> None:
+    """The post-training step: the claim's loss surfaces computed (or completed) from its runs' final checkpoints
+    into ``target``, where its figures read them."""
+    if claim.surfaces is not None and not results.summary.empty:
+        from normexp import landscapes  # loads and evaluates models: only when a claim needs it
+
+        landscapes.complete(claim.surfaces(results.summary), target)
+
+
 def draw(claim: Claim, results: Results, target: Path) -> list[Path]:
     """The claim's figures from ``results``, saved in ``target``."""
     return claim.plot(results, target) if not results.summary.empty else []
@@ -93,6 +103,7 @@ def reproduce(
     jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
     results = store([job.run_dir for job in jobs], target)
+    analyse(claim, results, target)
     figures = draw(claim, results, target)
     verdict = judge(claim, results, scale, target)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}

@@ -17,7 +17,7 @@ import traceback
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import hydra
 from hydra.core.global_hydra import GlobalHydra
@@ -28,11 +28,11 @@ from normexp.checkpoint import CHECKPOINT_FILE, stored_config_hash
 from normexp.config import CONFIG_DIR, compose_config, expand_grid, register, validate
 from normexp.devices import pin_worker_gpu
 from normexp.errors import ConfigError, UserError
+from normexp.identity import config_hash
 from normexp.rundir import (
     FINAL_STATUSES,
     RUNNING_ELSEWHERE,
     SUMMARY_FILE,
-    config_hash,
     is_finished,
     is_locked,
     is_over,
@@ -68,7 +68,7 @@ def plan(overrides: list[str], multirun: bool) -> list[Job]:
     for job in jobs:
         check_identity(job)
     if multirun and jobs and jobs[0].cfg.fuse:
-        from normexp import fused  # torch.func and the models: only when fusing
+        from normexp.training import fused  # torch.func and the models: only when fusing
 
         for cell in cells(jobs):
             fused.check_fusable([job_config(job.cfg) for job in cell])
@@ -106,8 +106,8 @@ def job_config(cfg: DictConfig) -> DictConfig:
 
 
 def cells(jobs: list[Job]) -> list[list[Job]]:
-    """``jobs`` grouped into grid cells, runs that differ only in seed and lr (``normexp.fused.MEMBER_KEYS``)."""
-    from normexp import fused
+    """``jobs`` grouped into grid cells, runs that differ only in seed and lr (``fused.MEMBER_KEYS``)."""
+    from normexp.training import fused
 
     grouped: dict[str, list[Job]] = {}
     for job in jobs:
@@ -117,8 +117,9 @@ def cells(jobs: list[Job]) -> list[list[Job]]:
 
 def train_cells(jobs: list[Job]) -> None:
     """Train ``jobs`` cell by cell, each cell's runs together (``fuse=true``); a cell that fails is recorded in its
-    runs' summaries and the next one goes on."""
-    from normexp import fused
+    runs' summaries and the next one goes on; a stop signal stops the sweep once the cell is checkpointed."""
+    from normexp.training.loop import Interrupted
+    from normexp.training.runner import train_cell
 
     for cell in cells(jobs):
         with ExitStack() as locks:
@@ -126,7 +127,13 @@ def train_cells(jobs: list[Job]) -> None:
                 print(f"skip the cell of {cell[0].run_dir} ({RUNNING_ELSEWHERE}: a run's folder is locked)")
                 continue
             try:
-                fused.train_cell([job_config(job.cfg) for job in cell], [job.run_dir for job in cell])
+                train_cell(
+                    [job_config(job.cfg) for job in cell],
+                    [job.run_dir for job in cell],
+                    [job.config_hash for job in cell],
+                )
+            except Interrupted as preempted:
+                hand_on(preempted, f"the cell of {cell[0].run_dir}")
             except Exception as error:
                 for job in cell:
                     record_failure(job.run_dir, error)
@@ -168,27 +175,38 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         if not acquired:
             print(f"skip {run_dir} ({RUNNING_ELSEWHERE}: another process holds its lock)")
             return {"status": RUNNING_ELSEWHERE}
-        if is_finished(run_dir, config_hash(resolved_config(cfg))):
+        identity = config_hash(resolved_config(cfg))
+        if is_finished(run_dir, identity):
             summary = read_summary(run_dir)
             print(f"skip {run_dir} (already {summary['status']})")
             return summary
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, identity)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, identity: str) -> dict[str, Any]:
     """Train the run; a failure is recorded in its summary, a stop signal handed on once it is checkpointed."""
-    from normexp.runner import Interrupted, train
+    from normexp.training.loop import Interrupted
+    from normexp.training.runner import train
 
     pin_worker_gpu(cfg.gpus if cfg.launcher_name == "joblib" else 0)
     try:
-        return train(cfg, run_dir)
-    except Interrupted as preempted:  # checkpointed: hand the signal on (default: stop; submitit's USR2: requeue)
-        print(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
-        sys.stderr.flush()
-        preempted.preemption.forward()
-        raise SystemExit(1) from None
+        return train(cfg, run_dir, identity)
+    except Interrupted as preempted:
+        hand_on(preempted, f"run {run_dir}")
     except Exception as error:
         return record_failure(run_dir, error)
+
+
+def hand_on(interrupted: Any, what: str) -> NoReturn:
+    """Say that ``what`` was interrupted and checkpointed, then hand the stop signal on (default: stop; submitit's
+    USR2: requeue) and end the process."""
+    print(f"{what} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
+    sys.stderr.flush()
+    try:
+        interrupted.preemption.forward()
+    except KeyboardInterrupt:  # Ctrl-C's default handler: stop with its status, without a traceback
+        raise SystemExit(130) from None
+    raise SystemExit(1) from None
 
 
 def record_failure(run_dir: Path, error: Exception) -> dict[str, Any]:

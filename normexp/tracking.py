@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from normexp.rundir import config_hash
+from normexp.identity import config_hash
 
 
 class Tracker:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from normexp import plotting
 from normexp.claims.li2018 import contour_levels, plot_contour, plot_curve
-from normexp.probes.surface import SurfaceSettings, run_surface, surface_settings
+from normexp.grids import SurfaceSettings
+from normexp.landscapes import run_surface, surface_settings
 
 
 def add_setting_options(parser: argparse.ArgumentParser) -> None:

@@ -87,7 +87,7 @@ def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
 
 def norms_bench_section() -> str:
     """Markdown tables of every stored norm benchmark: our forward+backward time beside torch's own."""
-    from normexp.cli import _markdown_table
+    from normexp import tables
 
     lines = []
     for path in sorted((ROOT / "results" / "bench" / "norms").glob("*.csv")):
@@ -98,7 +98,7 @@ def norms_bench_section() -> str:
         lines += [
             f"`{path.relative_to(ROOT)}` (forward+backward on {shape}, {device}, torch {version}):",
             "",
-            _markdown_table(header, rows),
+            tables.markdown(header, rows),
             "",
         ]
     return "\n".join(lines).strip()

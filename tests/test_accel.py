@@ -11,7 +11,7 @@ from torch import nn
 from normexp import accel, models
 from normexp.errors import ConfigError
 from normexp.norms import NormSpec
-from normexp.runner import train
+from normexp.training.runner import train
 
 
 def small_cnn(norm: str) -> nn.Module:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from normexp.analysis import aggregate, load_runs, varying_columns, wandb_frames
-from normexp.runner import train
+from normexp.training.runner import train
 
 
 def test_runs_load_into_tidy_frames_with_config_columns(compose, tmp_path: Path) -> None:

@@ -7,14 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from normexp import data, models, tasks
-from normexp.config import norm_options
 from normexp.models.noshort import NoShortcut
-from normexp.norms import NormSpec
 
 
 def build(compose, input_shape: tuple[int, ...], *overrides: str) -> nn.Module:
     cfg = compose(*overrides)
-    return models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), input_shape, 10)
+    return models.from_config(cfg, input_shape, 10)
 
 
 def test_default_vgg_is_vgg11_for_cifar(compose) -> None:

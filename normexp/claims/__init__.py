@@ -16,7 +16,8 @@ from typing import Any
 import pandas as pd
 
 from normexp.errors import UserError
-from normexp.rundir import atomic_write
+from normexp.grids import SurfaceJob
+from normexp.rundir import FINAL_STATUSES, atomic_write
 
 VERDICTS = ("reproduced", "not reproduced", "insufficient data", "figures only")
 """Every verdict; only "not reproduced" says that a criterion failed."""
@@ -75,6 +76,7 @@ class Claim:
     plot: Callable[[Results, Path], list[Path]]
     experiments: tuple[str, ...] = ()
     paper_result: str = ""  # the paper's own numbers (docs/claims.md), shown beside ours
+    surfaces: Callable[[pd.DataFrame], list[SurfaceJob]] | None = None  # loss surfaces its figures read, per summary
 
     def __post_init__(self) -> None:
         if not self.experiments:
@@ -93,6 +95,24 @@ class Claim:
             return Verdict(self.id, scale, "insufficient data", n_runs, note=str(why))
         verdict = "reproduced" if all(check.passed for check in checks) else "not reproduced"
         return Verdict(self.id, scale, verdict, n_runs, checks)
+
+
+MIN_SEEDS = 3
+"""docs/claims.md: "Seeds" means at least 3 seeds per cell."""
+
+
+def finished(summary: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``summary`` that are over: completed or diverged (failed and interrupted runs are not results)."""
+    return summary[summary["status"].isin(FINAL_STATUSES)]
+
+
+def seeded_cell(frame: pd.DataFrame, where: pd.Series, name: str, min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
+    """The rows of one grid cell (``frame[where]``, called ``name`` in messages); :class:`InsufficientData` with
+    fewer than ``min_seeds`` seeds."""
+    runs = frame[where]
+    if runs["seed"].nunique() < min_seeds:
+        raise InsufficientData(f"{name}: {runs['seed'].nunique()} seeds, {min_seeds} needed")
+    return runs
 
 
 def median_range(values: pd.Series, digits: int) -> str:

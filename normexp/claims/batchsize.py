@@ -14,24 +14,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from normexp import plotting
 from normexp.analysis import aggregate
-from normexp.claims import InsufficientData, median_range
+from normexp.claims import InsufficientData, finished, median_range, seeded_cell
 
 NORM = "norm.name"
 BATCH = "train.batch_size"
 NORM_BATCH = "train.norm_batch"
 FINAL_ACC = "final/test/acc"
-MIN_SEEDS = 3
-"""docs/claims.md: "Seeds" means at least 3 seeds per cell."""
 EXPERIMENT = "batchsize"
-
-# Until normexp.config.register() registers it, the resolver the batchsize configs use (steps = images // batch) is
-# registered when the claims load, which the CLI and the tests do before composing any config.
-if not OmegaConf.has_resolver("div"):
-    OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b))
 
 
 def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
@@ -41,18 +33,18 @@ def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
     for column in (NORM, BATCH, "seed", "status", "wall_time_s", FINAL_ACC):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
-    literal = summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else True
-    runs = summary[summary["status"].isin(["completed", "diverged"]) & literal]
+    everything = pd.Series(True, index=summary.index)
+    literal = (
+        summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else everything
+    )
+    runs = finished(summary[literal])
     acc = np.where(runs["status"] == "diverged", -math.inf, 100 * runs[FINAL_ACC].astype(float))
     return runs[[NORM, BATCH, "seed", "status", "wall_time_s"]].assign(acc=acc, error=100 - acc)
 
 
 def cell(final: pd.DataFrame, norm: str, batch: int) -> pd.DataFrame:
     """The runs of one (norm, batch) cell; :class:`InsufficientData` with fewer than :data:`MIN_SEEDS` seeds."""
-    runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
-    if runs["seed"].nunique() < MIN_SEEDS:
-        raise InsufficientData(f"{norm} at batch {batch}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
-    return runs
+    return seeded_cell(final, (final[NORM] == norm) & (final[BATCH] == batch), f"{norm} at batch {batch}")
 
 
 def median(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> float:

@@ -5,9 +5,9 @@ without BN (experiment ``li2018-norm``) and a ResNet with and without skip conne
 No pass criterion was pre-registered for these plots (docs/claims.md): the claim is a figure set (``criteria=None``),
 and its verdict is "figures only".
 
-Drawing the figures evaluates the surfaces from the runs' final checkpoints (:mod:`normexp.probes.surface`) into
-``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a partial one is completed, and
-without the run folders (a fresh clone) the figures are redrawn from the stored surfaces alone. The 1-D curves use
+``normexp reproduce`` computes the surfaces :func:`surface_jobs` names from the runs' final checkpoints
+(:mod:`normexp.landscapes`) into ``surfaces/*.npz`` beside the figures: a stored surface is never recomputed, a
+partial one is completed. The figures are drawn from the stored surfaces alone. The 1-D curves use
 every seed, the 2-D contours the first seed, the interpolation goes from the first seed's solution to the
 second's; all are evaluated on the first ``samples`` training images, in eval mode. Grid sizes, span, interpolation
 range and ``samples`` are the runs' config, ``probes.surface`` (set per scale in the experiments' configs).
@@ -15,7 +15,7 @@ range and ``samples`` are the runs' config, ``probes.surface`` (set per scale in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.colors
@@ -23,14 +23,12 @@ import numpy as np
 import pandas as pd
 
 from normexp import plotting
-from normexp.checkpoint import CHECKPOINT_FILE
 from normexp.claims import Claim, Results, register
-from normexp.probes.surface import Grid, run_surface, surface_settings
+from normexp.grids import Grid, SurfaceJob
 
 NORM, MODEL, SKIP = "norm.name", "model.name", "model.skip"
-SURFACES = "surfaces"
 INTERPOLATION_LABEL = "α: (1 − α)·θ₁ + α·θ₂"
-"""Past the solutions an extrapolated running variance is clamped at 0 (:mod:`normexp.probes.surface`): where it
+"""Past the solutions an extrapolated running variance is clamped at 0 (:mod:`normexp.landscapes`): where it
 is, BN divides by sqrt(ε) and the loss soars (the authors' code gives NaN there)."""
 
 
@@ -39,24 +37,6 @@ def net_label(row: pd.Series) -> str:
     if row.get(MODEL) == "li_resnet":
         return "ResNet" if str(row[SKIP]).lower() == "true" else "ResNet-noshort"
     return str(row[NORM])
-
-
-@dataclass(frozen=True)
-class SurfaceJob:
-    """One stored surface: ``kind`` (1d, 2d or interpolation) of the runs ``runs`` (two for an interpolation)."""
-
-    label: str
-    kind: str
-    name: str
-    runs: tuple[Path, ...]
-
-    def grid(self, folder: Path) -> Grid | None:
-        """The surface, completed from the runs' checkpoints (with the first run's ``probes.surface`` settings) when
-        they exist, else as stored (None if neither)."""
-        path = folder / f"{self.name}.npz"
-        if not all((run / CHECKPOINT_FILE).exists() for run in self.runs):
-            return Grid.read(path) if path.exists() else None
-        return run_surface(self.kind, self.runs, path, surface_settings(self.runs[0]))
 
 
 def surface_jobs(summary: pd.DataFrame) -> list[SurfaceJob]:
@@ -77,10 +57,10 @@ def surface_jobs(summary: pd.DataFrame) -> list[SurfaceJob]:
 
 
 def surfaces(results: Results, out: Path) -> dict[tuple[str, str], list[Grid]]:
-    """Per (net label, kind), the surfaces available (computed or stored)."""
+    """Per (net label, kind), the surfaces stored in ``out``."""
     found: dict[tuple[str, str], list[Grid]] = {}
     for job in surface_jobs(results.summary):
-        grid = job.grid(out / SURFACES)
+        grid = job.stored(out)
         if grid is not None:
             found.setdefault((job.label, job.kind), []).append(grid)
     return found
@@ -178,5 +158,6 @@ register(
         criteria=None,
         plot=landscape_plot,
         experiments=("li2018-norm", "li2018-skip"),
+        surfaces=surface_jobs,
     )
 )

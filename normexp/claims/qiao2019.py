@@ -27,6 +27,7 @@ from normexp.claims.batchsize import (
     setting,
     table,
 )
+from normexp.claims.santurkar2018 import landscape_plot, ws_criteria
 
 NORMS = ("bn", "gn", "gn+ws", "bcn+ws")
 LARGE = 64
@@ -102,5 +103,15 @@ register(
         criteria=criteria,
         plot=plot,
         experiments=(EXPERIMENT,),
+    )
+)
+register(
+    Claim(
+        id="qiao2019-ws-smoothness",
+        title="Weight Standardization smooths the landscape further (GN vs GN+WS)",
+        paper="Qiao et al. 2019",
+        paper_figure="§3 (3f)",
+        criteria=ws_criteria,  # Santurkar et al.'s landscape measures, GN against GN+WS
+        plot=landscape_plot,
     )
 )

@@ -4,7 +4,7 @@ Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smo
 same instruments. Criteria: docs/claims.md §3 (3a–3f).
 
 Every criterion compares medians over seeds (n, median and min–max reported) of one number per run, with at least
-:data:`~normexp.claims.batchsize.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e
+:data:`~normexp.claims.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e
 are judged on each of the paper's two models on its own, the VGG (experiment ``santurkar2018-vgg``) and the 25-layer
 deep linear network (``santurkar2018-dln``); each check names its model ("3a (DLN): …"), and the claim is reproduced
 only if every check of both models passes.
@@ -35,8 +35,7 @@ from matplotlib.figure import Figure
 
 from normexp import plotting
 from normexp.analysis import curves, seed_stats
-from normexp.claims import Check, Claim, InsufficientData, Results, register
-from normexp.claims.batchsize import MIN_SEEDS
+from normexp.claims import Check, Claim, InsufficientData, Results, register, seeded_cell
 
 NORM, EXPERIMENT = "norm.name", "experiment_name"
 MODELS = {"VGG": "santurkar2018-vgg", "DLN": "santurkar2018-dln"}
@@ -54,10 +53,7 @@ def _runs_of(frame: pd.DataFrame, norm: str) -> pd.DataFrame:
     seeds."""
     if NORM not in frame or not (frame[NORM] == norm).any():
         raise InsufficientData(f"no {norm!r} runs with the needed metrics in the stored results")
-    runs = frame[frame[NORM] == norm]
-    if runs["seed"].nunique() < MIN_SEEDS:
-        raise InsufficientData(f"{norm}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
-    return runs
+    return seeded_cell(frame, frame[NORM] == norm, norm)
 
 
 def of_model(results: Results, model: str) -> Results:
@@ -430,15 +426,5 @@ register(
         criteria=per_model(ics_criteria),
         plot=ics_plot,
         experiments=tuple(MODELS.values()),
-    )
-)
-register(
-    Claim(
-        id="qiao2019-ws-smoothness",
-        title="Weight Standardization smooths the landscape further (GN vs GN+WS)",
-        paper="Qiao et al. 2019",
-        paper_figure="§3 (3f)",
-        criteria=ws_criteria,
-        plot=landscape_plot,
     )
 )

@@ -29,7 +29,7 @@ import pandas as pd
 
 from normexp import plotting
 from normexp.analysis import aggregate, curves
-from normexp.claims import Check, Claim, InsufficientData, Results, median_range, register, save_table
+from normexp.claims import Check, Claim, InsufficientData, Results, finished, median_range, register, save_table
 
 POSITION = "model.position"
 LR = "optim.lr"
@@ -52,7 +52,7 @@ def final_losses(summary: pd.DataFrame) -> pd.DataFrame:
     for column in (POSITION, LR, WARMUP, "status", f"final/{LOSS}"):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
-    runs = summary[summary["status"].isin(["completed", "diverged"])]
+    runs = finished(summary)
     loss = np.where(runs["status"] == "diverged", math.inf, runs[f"final/{LOSS}"])
     return runs[[POSITION, LR, WARMUP, "status"]].assign(loss=loss)
 
