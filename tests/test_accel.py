@@ -69,7 +69,6 @@ def test_bf16_autocast_only_when_enabled() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_training_steps_equal_eager_steps() -> None:
     device = torch.device("cuda")
     torch.manual_seed(0)

@@ -176,7 +176,7 @@ SMOKE_RUN = ("experiment=ioffe2015-fig1", "train.checkpoint_every=5")
 
 
 def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, stop) -> None:
-    """Make the training loop call ``stop()`` right after optimizer step ``step``."""
+    """Make the training loop call ``stop()`` inside optimizer step ``step``, after the update."""
     original = SingleRun.train_step
 
     def train_step(stepper: SingleRun, at: int) -> list:
@@ -242,7 +242,8 @@ def test_a_run_stopped_mid_step_is_interrupted_and_resumes(compose, tmp_path: Pa
     with pytest.raises(stop):
         runner.train(compose(*SMOKE_RUN), run)
     stopped = json.loads((run / "summary.json").read_text())
-    assert stopped["status"] == "interrupted" and stopped["steps"] == 7 and stop.__name__ in stopped["error"]
+    # stopped inside step 7, which the loop never counted: 6 steps done, the checkpoint of step 5 to resume from
+    assert stopped["status"] == "interrupted" and stopped["steps"] == 6 and stop.__name__ in stopped["error"]
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 5 and not is_finished(run)
     monkeypatch.undo()
     resumed = runner.train(compose(*SMOKE_RUN), run)

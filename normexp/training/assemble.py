@@ -104,7 +104,9 @@ def assemble(cfg: DictConfig, shared: DeviceData | None = None, loader: bool = F
     fast = accel.FastPath.parse(cfg.fast_path)
     fast.check(device)
     fmt = accel.memory_format(fast)
-    train: TrainConfig = OmegaConf.to_object(OmegaConf.merge(TrainConfig, cfg.train))  # typed, even when loaded
+    train = OmegaConf.to_object(cfg.train)
+    if isinstance(train, dict):  # a config loaded from a run folder is resolved but untyped
+        train = TrainConfig(**train)
     splits = (shared or DeviceData()).to(data.load(cfg.data, seed=cfg.seed), device, fmt)
     model = models.from_config(cfg, splits.input_shape, splits.num_classes)
     model.to(device=device, memory_format=fmt)

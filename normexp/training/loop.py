@@ -118,14 +118,13 @@ class Record:
 
 
 class Loop:
-    """The schedule's state: the step, each run's record, which runs diverged (and why) and where each ended."""
+    """The schedule's state: the step, each run's record, which runs diverged (at which step, and why)."""
 
     def __init__(self, stepper: Stepper, records: list[Record]) -> None:
         self.stepper, self.cfg, self.records = stepper, stepper.cfg, records
         self.step = self.trained_steps = 0
         self.elapsed = 0.0  # wall seconds spent training, over every segment of a resumed run
-        self.diverged: dict[int, str] = {}  # run -> why
-        self.last_step = [0] * stepper.size  # the step each run's record ends at
+        self.diverged: dict[int, tuple[int, str]] = {}  # run -> (step, why)
 
     def run(self, save_checkpoint: Callable[[], None], preempted: checkpoint.Preemption) -> None:
         """Evaluate at step 0 (unless resuming), then train up to ``train.steps`` steps or until every run diverged;
@@ -173,11 +172,13 @@ class Loop:
             why = divergence(mine["train/loss"], step, self.cfg.diverge_loss)
             if why and member not in self.diverged:
                 self._write_member(member, mine, step)
-                self.diverged[member] = why
+                self.diverged[member] = (step, why)
         return metrics
 
     def _write(self, metrics: list[Metrics], bar: tqdm) -> None:
-        """Record each run's ``metrics`` at the current step, except runs that diverged."""
+        """Record each run's ``metrics`` at the current step, except runs that diverged; show a single run's."""
+        if not any(metrics):  # most steps: nothing is due
+            return
         for member, mine in enumerate(metrics):
             self._write_member(member, mine, self.step)
         last = self.records[0].last_metrics
@@ -187,19 +188,21 @@ class Loop:
     def _write_member(self, member: int, metrics: Metrics, step: int) -> None:
         if member not in self.diverged:
             self.records[member].write(metrics, step)
-            self.last_step[member] = step
+
+    def steps(self, member: int) -> int:
+        """The steps run ``member`` has trained: the loop's, or those up to its divergence."""
+        return self.diverged[member][0] if member in self.diverged else self.step
 
     def status(self, member: int) -> tuple[str, str | None]:
         """Run ``member``'s status once the loop has returned, and why it diverged."""
-        return ("diverged", self.diverged[member]) if member in self.diverged else ("completed", None)
+        return ("diverged", self.diverged[member][1]) if member in self.diverged else ("completed", None)
 
     def member_checkpoint(self, member: int) -> dict[str, Any]:
         """Everything run ``member`` needs to continue exactly where it stands."""
         return {
             "step": self.step,
             "elapsed": self.elapsed,
-            "diverged": self.diverged.get(member),
-            "last_step": self.last_step[member],
+            "diverged": self.diverged.get(member),  # (step, why), for a fused cell's member that stopped
             **self.stepper.member_state(member),
             **self.records[member].state_dict(),
         }
@@ -207,8 +210,7 @@ class Loop:
     def load_member_checkpoints(self, states: list[dict[str, Any]]) -> None:
         """Continue from every run's :meth:`member_checkpoint` (RNG states: :func:`normexp.checkpoint.load`)."""
         self.step, self.elapsed = states[0]["step"], states[0]["elapsed"]
-        self.diverged = {member: state["diverged"] for member, state in enumerate(states) if state["diverged"]}
-        self.last_step = [state["last_step"] for state in states]
+        self.diverged = {member: tuple(state["diverged"]) for member, state in enumerate(states) if state["diverged"]}
         self.stepper.load_member_states(states)
         for record, state in zip(self.records, states, strict=True):
             record.load_state_dict(state)
@@ -267,8 +269,11 @@ class SingleRun:
                     logits = self.model(xs)
                     loss = self.task.training_loss(logits, ys)
                 (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
-                scored = self.task.count(ys)
-                self._loss_sum.add_(loss.detach() * scored)
+                scored = self.task.count(ys)  # an int, or a tensor of the scored tokens on the device
+                if isinstance(scored, int):
+                    self._loss_sum.add_(loss.detach(), alpha=scored)  # one op: this runs every step
+                else:
+                    self._loss_sum.add_(loss.detach() * scored)
                 if self.task.correct:
                     self._correct.add_(self.task.correct(logits.detach(), ys))
                 self._seen += scored

@@ -136,7 +136,7 @@ def finish(
     record = loop.records[member]
     if record.log is not None:
         record.log.close()
-    steps, elapsed = loop.last_step[member], loop.elapsed
+    steps, elapsed = loop.steps(member), loop.elapsed
     summary = {
         "status": status[0],
         "error": status[1],
