@@ -8,7 +8,7 @@
 # **The stored surfaces, tidy**: one row per net, kind, seed and point.
 
 # %%
-from normexp.probes.surface import Grid
+from normexp.grids import Grid
 
 rows = []
 for path in sorted((reproduce.results_dir(CLAIM, SCALE, RESULTS) / "surfaces").glob("*.npz")):
