@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from normexp import claims, sweep, tracking
 from normexp.analysis import load_runs
-from normexp.claims import Claim, Results, Verdict
+from normexp.claims import Claim, Results, Verdict, sensitivity
 from normexp.errors import UserError
 from normexp.rundir import atomic_write, write_json
 
@@ -30,11 +30,18 @@ def results_dir(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Path:
 
 
 def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple[list[sweep.Job], int]:
-    """Run every experiment of ``claim`` at ``scale``; return its jobs and 1 if any run failed."""
+    """Run every experiment of ``claim`` at ``scale``, then its sensitivity grids (the same grid once per other
+    value of each open choice, :mod:`normexp.claims.sensitivity`); return the jobs and 1 if any run failed. An
+    open choice that ``extra`` overrides is the user's to set: its map is not run."""
     jobs = []
+    given = {override.split("=", 1)[0].lstrip("+~") for override in extra}
     for experiment in claim.experiments:
         overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra]
         jobs += sweep.launch(overrides, multirun=True)
+        for axis in sensitivity.axes_of(experiment, scale):
+            if axis.key not in given:
+                for override in axis.overrides():
+                    jobs += sweep.launch([*overrides, override], multirun=True)
     return jobs, sweep.report(jobs)
 
 
@@ -62,16 +69,20 @@ def load(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Results:
 
 
 def judge(claim: Claim, results: Results, scale: str, target: Path | None = None) -> Verdict:
-    """The claim's verdict on ``results``; written to ``target/verdict.json`` when ``target`` is given."""
-    verdict = claim.verify(results, scale)
+    """The claim's verdict on ``results`` at its primary setting, with its sensitivity map; written to
+    ``target/verdict.json`` when ``target`` is given."""
+    verdict = sensitivity.judge(claim, results, scale)
     if target is not None:
         write_json(target / VERDICT_FILE, verdict.to_dict())
     return verdict
 
 
-def draw(claim: Claim, results: Results, target: Path) -> list[Path]:
-    """The claim's figures from ``results``, saved in ``target``."""
-    return claim.plot(results, target) if not results.summary.empty else []
+def draw(claim: Claim, results: Results, target: Path, scale: str) -> list[Path]:
+    """The claim's figures from ``results`` (at the primary setting) and its sensitivity map, saved in ``target``."""
+    if results.summary.empty:
+        return []
+    primary = sensitivity.select(results, sensitivity.claim_axes(claim, scale))
+    return claim.plot(primary, target) + sensitivity.plot_map(sensitivity.judge(claim, results, scale), target)
 
 
 def figures_of(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> list[Path]:
@@ -93,7 +104,7 @@ def reproduce(
     jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
     results = store([job.run_dir for job in jobs], target)
-    figures = draw(claim, results, target)
+    figures = draw(claim, results, target, scale)
     verdict = judge(claim, results, scale, target)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
     tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), Path(out_dir))

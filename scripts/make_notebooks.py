@@ -53,13 +53,15 @@ def notebook(claim: claims.Claim) -> nbformat.NotebookNode:
         ),
         new_markdown_cell("## Verdict, from the stored results"),
         new_code_cell(
-            "verdict = claim.verify(results, SCALE)\nprint(verdict.verdict, verdict.note)\n"
+            "from normexp.claims import mark, sensitivity\n\n"
+            "verdict = reproduce.judge(claim, results, SCALE)\nprint(verdict.verdict, verdict.note)\n"
             "for check in verdict.checks:\n"
-            '    print("PASS" if check.passed else "FAIL", check.name, "-", check.measured)'
+            '    print(mark(check, markdown=False), check.name, "-", check.measured)\n'
+            "print(sensitivity.map_table(verdict, markdown=False))"
         ),
         new_markdown_cell("## Figures (the same code as `normexp figures`, drawn into a scratch folder)"),
         new_code_cell(
-            "import tempfile\n\nfor path in reproduce.draw(claim, results, Path(tempfile.mkdtemp())):\n"
+            "import tempfile\n\nfor path in reproduce.draw(claim, results, Path(tempfile.mkdtemp()), SCALE):\n"
             '    if path.suffix == ".png":\n        display(Image(filename=str(path)))'
         ),
     ]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from normexp import bench, claims, reproduce
+from normexp.claims import sensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
@@ -53,7 +54,16 @@ def claims_section(scale: str = "cpu") -> str:
         ]
         if claim.paper_result:
             lines += [f"The paper: {claim.paper_result}. Ours, by the pass criteria:", ""]
-        lines += [f"- {'✅' if c.passed else '❌'} {c.name}: {c.measured}" for c in verdict.checks]
+        lines += [f"- {claims.mark(c)} {c.name}: {c.measured}" for c in verdict.checks]
+        if verdict.sensitivity:
+            lines += [
+                "",
+                "Sensitivity map: each criterion at every value of the choices the paper left open (one changed at a "
+                "time, the others at their primary value); ✅ pass, ❌ fail, ⏸ untestable, the number is the "
+                "criterion's margin (> 0 passes).",
+                "",
+                sensitivity.map_table(verdict),
+            ]
         figures = reproduce.figures_of(claim.id, scale, ROOT / "results")
         lines += [""] + [f"![{claim.id} {path.stem}]({path.relative_to(ROOT)})" for path in figures]
         tables = sorted(reproduce.results_dir(claim.id, scale, ROOT / "results").glob("*.md"))
