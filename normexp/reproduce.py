@@ -31,18 +31,22 @@ def results_dir(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Path:
 
 def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple[list[sweep.Job], int]:
     """Run every experiment of ``claim`` at ``scale``, then its sensitivity grids (the same grid once per other
-    value of each open choice, :mod:`normexp.claims.sensitivity`); return the jobs and 1 if any run failed. An
-    open choice that ``extra`` overrides is the user's to set: its map is not run."""
+    value of each open choice, :mod:`normexp.claims.sensitivity`); return the jobs and 1 if any run failed."""
     jobs = []
-    given = {override.split("=", 1)[0].lstrip("+~") for override in extra}
     for experiment in claim.experiments:
         overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra]
         jobs += sweep.launch(overrides, multirun=True)
-        for axis in sensitivity.axes_of(experiment, scale):
-            if axis.key not in given:
-                for override in axis.overrides():
-                    jobs += sweep.launch([*overrides, override], multirun=True)
+        for axis in open_choices(claim, scale, extra):
+            if axis.experiment == experiment:
+                jobs += [job for override in axis.overrides() for job in sweep.launch([*overrides, override], True)]
     return jobs, sweep.report(jobs)
+
+
+def open_choices(claim: Claim, scale: str, extra: list[str]) -> list[sensitivity.Axis]:
+    """The claim's open choices that ``extra`` leaves open: a choice the user overrides is theirs to set, so its
+    map is neither run nor judged."""
+    given = {override.split("=", 1)[0].lstrip("+~") for override in extra}
+    return [axis for axis in sensitivity.claim_axes(claim, scale) if axis.key not in given]
 
 
 def store(run_dirs: list[Path], target: Path) -> Results:
@@ -68,21 +72,27 @@ def load(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Results:
         ) from None
 
 
-def judge(claim: Claim, results: Results, scale: str, target: Path | None = None) -> Verdict:
-    """The claim's verdict on ``results`` at its primary setting, with its sensitivity map; written to
-    ``target/verdict.json`` when ``target`` is given."""
-    verdict = sensitivity.judge(claim, results, scale)
+def judge(
+    claim: Claim, results: Results, scale: str, target: Path | None = None, axes: list[sensitivity.Axis] | None = None
+) -> Verdict:
+    """The claim's verdict on ``results`` at its primary setting, with its sensitivity map over ``axes`` (default:
+    all its open choices); written to ``target/verdict.json`` when ``target`` is given."""
+    verdict = sensitivity.judge(claim, results, scale, axes)
     if target is not None:
         write_json(target / VERDICT_FILE, verdict.to_dict())
     return verdict
 
 
-def draw(claim: Claim, results: Results, target: Path, scale: str) -> list[Path]:
-    """The claim's figures from ``results`` (at the primary setting) and its sensitivity map, saved in ``target``."""
+def draw(
+    claim: Claim, results: Results, target: Path, scale: str, axes: list[sensitivity.Axis] | None = None
+) -> list[Path]:
+    """The claim's figures from ``results`` at the primary setting, and its sensitivity map over ``axes`` (default:
+    all its open choices), saved in ``target``."""
     if results.summary.empty:
         return []
-    primary = sensitivity.select(results, sensitivity.claim_axes(claim, scale))
-    return claim.plot(primary, target) + sensitivity.plot_map(sensitivity.judge(claim, results, scale), target)
+    axes = sensitivity.claim_axes(claim, scale) if axes is None else axes
+    primary = sensitivity.select(results, axes)
+    return claim.plot(primary, target) + sensitivity.plot_map(sensitivity.judge(claim, results, scale, axes), target)
 
 
 def figures_of(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> list[Path]:
@@ -104,8 +114,9 @@ def reproduce(
     jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
     results = store([job.run_dir for job in jobs], target)
-    figures = draw(claim, results, target, scale)
-    verdict = judge(claim, results, scale, target)
+    axes = open_choices(claim, scale, extra)
+    figures = draw(claim, results, target, scale, axes)
+    verdict = judge(claim, results, scale, target, axes)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
     tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), Path(out_dir))
     return verdict, status

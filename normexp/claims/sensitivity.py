@@ -115,9 +115,10 @@ def select(results: Results, axes: list[Axis], axis: Axis | None = None, value: 
     return Results(runs, kept)
 
 
-def judge(claim: Claim, results: Results, scale: str) -> Verdict:
-    """The claim's verdict at its primary setting, carrying the map: the same criteria at every other value."""
-    axes = claim_axes(claim, scale)
+def judge(claim: Claim, results: Results, scale: str, axes: list[Axis] | None = None) -> Verdict:
+    """The claim's verdict at its primary setting, carrying the map: the same criteria at every other value of
+    ``axes`` (default: the claim's open choices at ``scale``)."""
+    axes = claim_axes(claim, scale) if axes is None else axes
     verdict = claim.verify(select(results, axes), scale)
     entries = [
         Verdict(**{**vars(claim.verify(select(results, axes, axis, value), scale)), "setting": _setting(axis, value)})
