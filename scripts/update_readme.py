@@ -19,6 +19,8 @@ import pandas as pd
 
 from normexp import bench, claims, reproduce
 from normexp.claims import sensitivity
+from normexp.cli import _markdown_table
+from normexp.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
@@ -42,6 +44,7 @@ def claims_section(scale: str = "cpu") -> str:
         f"{claims.get(v.claim).paper_result or '–'} | **{v.verdict}** | {v.n_runs} |"
         for v in verdicts
     ]
+    lines += ["", *protocol_table(scale), "", *time_table(scale)]
     for verdict in verdicts:
         claim = claims.get(verdict.claim)
         lines += [
@@ -71,6 +74,61 @@ def claims_section(scale: str = "cpu") -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_FIELDS = {
+    "data": lambda c: c.data.name + (f" ({c.data.train_size} train)" if c.data.get("train_size") else ""),
+    "model": lambda c: c.model.name,
+    "steps × batch": lambda c: f"{c.train.steps} × {c.train.batch_size}",
+    "optimizer, lr": lambda c: (
+        f"{c.optim.name} {c.optim.lr:g}"
+        + (f", momentum {c.optim.momentum:g}" if c.optim.name == "sgd" and c.optim.momentum else "")
+    ),
+    "schedule": lambda c: c.schedule.name + (f", warm-up {c.schedule.warmup_steps}" if c.schedule.warmup_steps else ""),
+    "evaluated every": lambda c: f"{c.train.eval_every} steps",
+}
+"""The protocol columns README shows per experiment, read from its composed config."""
+
+
+def protocol_table(scale: str) -> list[str]:
+    """Each experiment's protocol at the ``paper`` scale (the paper's setup) beside ``scale``'s, from the composed
+    configs, with the open choices its sensitivity map varies; the reasons for every deviation are the comments of
+    ``configs/at_scale/<experiment>/<scale>.yaml``."""
+    header = ["experiment", "scale", *PROTOCOL_FIELDS, "mapped (open choices)"]
+    rows = []
+    for experiment in dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments):
+        for each in ("paper", scale):
+            cfg = compose_config([f"experiment={experiment}", f"scale={each}"])
+            mapped = ", ".join(a.key for a in sensitivity.axes_of(experiment, each)) or "–"
+            rows.append(
+                [experiment if each == "paper" else "", each, *(f(cfg) for f in PROTOCOL_FIELDS.values()), mapped]
+            )
+    intro = (
+        f"Protocols: the paper's setup (`paper` scale) beside ours (`{scale}`), read from the composed configs; why "
+        f"each deviation remains, and what it costs, is written in `configs/at_scale/<experiment>/{scale}.yaml`."
+    )
+    return [intro, "", _markdown_table(header, rows)]
+
+
+def time_table(scale: str) -> list[str]:
+    """What reproducing each claim cost: its runs' summed wall time (each run is one training process, so two
+    cores finish about twice as fast); the total counts a run that several claims read once."""
+    rows, seconds_of_run = [], {}
+    for claim in claims.CLAIMS.values():
+        summary = reproduce.load(claim.id, scale, ROOT / "results").summary
+        if summary.empty or "wall_time_s" not in summary:
+            continue
+        seconds_of_run |= dict(zip(summary["run_id"], summary["wall_time_s"], strict=True))
+        seconds = float(summary["wall_time_s"].sum())
+        rows.append([claim.id, str(len(summary)), f"{seconds / 60:.1f}", f"{seconds / 120:.1f}"])
+    total = sum(seconds_of_run.values())
+    rows.append([f"all ({len(seconds_of_run)} distinct runs)", "", f"{total / 60:.1f}", f"{total / 120:.1f}"])
+    return [
+        f"Reproduction time at the `{scale}` scale, primary grids and sensitivity maps, from the stored runs' wall "
+        "times:",
+        "",
+        _markdown_table(["claim", "runs", "Σ run time (min)", "≈ minutes on 2 cores"], rows),
+    ]
+
+
 def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
     """Markdown tables of every benchmark CSV in ``folder``: the runner against the bare loop (per batch size when
     it holds several), fused against serial, and the paper-scale cost tables (``normexp.costs``' ``.md``)."""
@@ -94,8 +152,6 @@ def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
 
 def norms_bench_section() -> str:
     """Markdown tables of every stored norm benchmark: our forward+backward time beside torch's own."""
-    from normexp.cli import _markdown_table
-
     lines = []
     for path in sorted((ROOT / "results" / "bench" / "norms").glob("*.csv")):
         frame = pd.read_csv(path)
