@@ -91,7 +91,7 @@ PROTOCOL_FIELDS = {
 def protocol_table(scale: str) -> list[str]:
     """Each experiment's protocol at the ``paper`` scale (the paper's setup) beside ``scale``'s, from the composed
     configs, with the open choices its sensitivity map varies; the reasons for every deviation are the comments of
-    ``configs/at_scale/<experiment>/<scale>.yaml``."""
+    ``normexp/configs/at_scale/<experiment>/<scale>.yaml``."""
     header = ["experiment", "scale", *PROTOCOL_FIELDS, "mapped (open choices)"]
     rows = []
     for experiment in dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments):
@@ -103,7 +103,8 @@ def protocol_table(scale: str) -> list[str]:
             )
     intro = (
         f"Protocols: the paper's setup (`paper` scale) beside ours (`{scale}`), read from the composed configs; why "
-        f"each deviation remains, and what it costs, is written in `configs/at_scale/<experiment>/{scale}.yaml`."
+        "each deviation remains, and what it costs, is written in "
+        f"`normexp/configs/at_scale/<experiment>/{scale}.yaml`."
     )
     return [intro, "", _markdown_table(header, rows)]
 

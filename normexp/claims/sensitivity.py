@@ -2,8 +2,9 @@
 
 A paper leaves some choices open (Ioffe's learning rate, the deep linear network's init gain, the CPU budget
 itself). The primary value of each is fixed, by a rule tied to the paper and before the grid runs, in the
-experiment's ``configs/at_scale/<experiment>/<scale>.yaml``; ``configs/sensitivity/<experiment>/<scale>.yaml``
-names the choice (a config key), the other values tried beside the primary, and why:
+experiment's ``normexp/configs/at_scale/<experiment>/<scale>.yaml``;
+``normexp/configs/sensitivity/<experiment>/<scale>.yaml`` names the choice (a config key), the other values tried
+beside the primary, and why:
 
     optim.lr:
       values: [0.1, 0.3, 3.0]
