@@ -12,6 +12,7 @@ norms-bench block ``results/bench/norms/*.csv`` (written by ``scripts/bench_norm
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ def claims_section(scale: str = "cpu") -> str:
         if claim.paper_result:
             lines += [f"The paper: {claim.paper_result}. Ours, by the pass criteria:", ""]
         lines += [f"- {claims.mark(c)} {c.name}: {c.measured}" for c in verdict.checks]
+        lines += earlier_protocol(claim.id, scale)
         if verdict.sensitivity:
             lines += [
                 "",
@@ -72,6 +74,24 @@ def claims_section(scale: str = "cpu") -> str:
         tables = sorted(reproduce.results_dir(claim.id, scale, ROOT / "results").glob("*.md"))
         lines += [line for path in tables for line in ["", path.read_text().strip()]]
     return "\n".join(lines)
+
+
+EARLIER_VERDICT = "verdict-before-issue-13.json"
+"""The verdict of the CPU protocol before the faithful protocols of issue 13, kept beside the results."""
+
+
+def earlier_protocol(claim_id: str, scale: str) -> list[str]:
+    """One line on what the protocol before issue 13 gave, from its stored verdict."""
+    path = reproduce.results_dir(claim_id, scale, ROOT / "results") / EARLIER_VERDICT
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    failed = [check["name"] for check in earlier["checks"] if check["passed"] is False]
+    return [
+        "",
+        f"Before issue 13's faithful protocol, the earlier `{scale}` protocol gave: **{earlier['verdict']}** "
+        f"({earlier['n_runs']} runs" + (f"; failed: {'; '.join(failed)})." if failed else ")."),
+    ]
 
 
 PROTOCOL_FIELDS = {

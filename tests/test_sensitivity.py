@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 
 from normexp import claims, reproduce
 from normexp.claims import Check, Results, sensitivity
+from normexp.config import compose_config, validate
 from normexp.errors import UserError
 from tests.test_claims import fast, fig1_runs, slow
 
@@ -99,3 +101,18 @@ def test_reproduce_runs_the_grid_once_more_per_other_value(
     assert sum("optim.lr" not in name for name in folders) == 6  # the primary grid, as before
     assert [entry.setting["value"] for entry in verdict.sensitivity] == [0.3]
     assert (reproduce.results_dir("ioffe2015-fig1", "smoke", tmp_path) / "sensitivity.png").exists()
+
+
+def mapped_settings() -> list[tuple[str, str]]:
+    """(experiment, override) for every other value of every open choice of every claim at the cpu scale."""
+    experiments = dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments)
+    return [(e, o) for e in experiments for axis in sensitivity.axes_of(e, "cpu") for o in axis.overrides()]
+
+
+@pytest.mark.parametrize(("experiment", "override"), mapped_settings())
+def test_every_mapped_setting_composes_and_validates(experiment: str, override: str) -> None:
+    """Each map column is a config the runner accepts: a typo in a sensitivity file fails here, not in its grid."""
+    cfg = compose_config([f"experiment={experiment}", "scale=cpu", override], return_hydra_config=True)
+    validate(cfg)
+    key, value = override.split("=", 1)
+    assert str(OmegaConf.select(cfg, key)) == value
