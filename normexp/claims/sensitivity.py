@@ -177,9 +177,11 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
     outcome = np.full((len(names), len(columns)), np.nan)
-    fig, axes = plotting.figure(width=1.0 + 0.9 * len(columns), height=0.8 + 0.32 * len(names))
+    fig, axes = plotting.figure(width=3.6 + 0.8 * len(columns), height=1.4 + 0.3 * len(names))
     ax = axes[0]
     for j, (_, v) in enumerate(columns):
+        if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
+            ax.text(j, (len(names) - 1) / 2, v.verdict.replace(" ", "\n"), ha="center", va="center", fontsize=7)
         for i, name in enumerate(names):
             check = next((c for c in v.checks if c.name == name), None)
             if check is None:
@@ -194,7 +196,8 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     ax.set_yticks(range(len(names)), [_short(name) for name in names], fontsize=7)
     ax.grid(False)
     ax.set_title(
-        f"{verdict.claim}: criteria by setting (green pass, red fail, grey untested; text: margin)", fontsize=8
+        f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin)",
+        fontsize=8,
     )
     return plotting.save(fig, out, "sensitivity")
 
@@ -204,5 +207,5 @@ def _primary_label(verdict: Verdict) -> str:
     return "\n".join(_column_label(setting) for setting in primaries.values())
 
 
-def _short(name: str, width: int = 48) -> str:
+def _short(name: str, width: int = 60) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
