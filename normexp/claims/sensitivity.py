@@ -151,10 +151,12 @@ def map_table(verdict: Verdict, markdown: bool = True) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def _column_label(setting: dict[str, Any]) -> str:
+def _column_label(setting: dict[str, Any], short: bool = False) -> str:
+    """``key=value``; ``short``: the key's last part (``init_gain=0.8``), for a figure's narrow columns."""
     value = setting["value"]
     shown = f"{value:g}" if isinstance(value, float) else str(value)
-    return f"{setting['key']}={shown}"
+    key = setting["key"].rsplit(".", 1)[-1] if short else setting["key"]
+    return f"{key}={shown}"
 
 
 def _cell(verdict: Verdict, name: str, markdown: bool) -> str:
@@ -173,7 +175,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     from normexp import plotting
 
     columns = [("primary\n" + _primary_label(verdict), verdict)] + [
-        (_column_label(e.setting).replace("=", "=\n", 1), e) for e in verdict.sensitivity
+        (_column_label(e.setting, short=True).replace("=", "=\n", 1), e) for e in verdict.sensitivity
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
     outcome = np.full((len(names), len(columns)), np.nan)
@@ -204,7 +206,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
 
 def _primary_label(verdict: Verdict) -> str:
     primaries = {e.setting["key"]: {**e.setting, "value": e.setting["primary"]} for e in verdict.sensitivity}
-    return "\n".join(_column_label(setting) for setting in primaries.values())
+    return "\n".join(_column_label(setting, short=True) for setting in primaries.values())
 
 
 def _short(name: str, width: int = 60) -> str:
