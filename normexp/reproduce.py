@@ -92,7 +92,8 @@ def draw(
         return []
     axes = sensitivity.claim_axes(claim, scale) if axes is None else axes
     primary = sensitivity.select(results, axes)
-    return claim.plot(primary, target) + sensitivity.plot_map(sensitivity.judge(claim, results, scale, axes), target)
+    figures = claim.plot(primary, target) if not primary.summary.empty else []
+    return figures + sensitivity.plot_map(sensitivity.judge(claim, results, scale, axes), target)
 
 
 def figures_of(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> list[Path]:
