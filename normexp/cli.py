@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from normexp import claims, reproduce, sweep, tables
+from normexp.claims import sensitivity
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
 
@@ -66,7 +67,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     for claim_id in _claim_ids(args.claims):
         claim = claims.get(claim_id)
         target = reproduce.results_dir(claim_id, args.scale, args.results)
-        for path in reproduce.draw(claim, reproduce.load(claim_id, args.scale, args.results), target):
+        for path in reproduce.draw(claim, reproduce.load(claim_id, args.scale, args.results), target, args.scale):
             print(path)
     return 0
 
@@ -87,7 +88,7 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
     ]
     header = ("claim", "paper's figure", "our figure", "verdict", "n runs")
     print(tables.render(header, rows, markdown))
-    bullet, marks = ("- ", ("✅", "❌")) if markdown else ("  ", ("PASS", "FAIL"))
+    bullet = "- " if markdown else "  "
     for v in verdicts:
         print(
             f"\n{'**' if markdown else ''}{v.claim}{'**' if markdown else ''} [{v.scale}]: {v.verdict}"
@@ -95,7 +96,10 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
             + ("\n" if markdown else "")
         )
         for check in v.checks:
-            print(f"{bullet}{marks[0] if check.passed else marks[1]} {check.name}: {check.measured}")
+            print(f"{bullet}{claims.mark(check, markdown)} {check.name}: {check.measured}")
+        if v.sensitivity:
+            print(f"\nsensitivity map of {v.claim} (each criterion at every setting; number: its margin):\n")
+            print(sensitivity.map_table(v, markdown))
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

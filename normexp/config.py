@@ -73,6 +73,7 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # `step`: steps where the lr is multiplied by gamma
     gamma: float = 0.1
     min_factor: float = 0.0  # `cosine`: final lr as a fraction of optim.lr
+    decay_start: int | None = None  # `inverse_sqrt`: the step its decay starts from; None: the warm-up's end
 
 
 @dataclass

@@ -181,7 +181,7 @@ def test_figures_are_drawn_with_diverged_cells(tmp_path: Path) -> None:
         ("xiong2020-warmup", warmup_results(PAPER_LIKE)),
         ("xiong2020-gradnorm", gradnorm_results(paper_last, paper_per_layer)),
     ):
-        paths = reproduce.draw(claims.get(claim_id), results, tmp_path / claim_id)
+        paths = reproduce.draw(claims.get(claim_id), results, tmp_path / claim_id, "test")
         assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.name for p in (tmp_path / "xiong2020-warmup").iterdir()} == {
         "loss_curves.png", "loss_curves.pdf", "final_loss_heatmap.png", "final_loss_heatmap.pdf", "final_loss.md",
@@ -199,7 +199,7 @@ def test_heatmap_shows_an_all_diverged_cell_black_and_labelled(monkeypatch: pyte
         return []
 
     monkeypatch.setattr(plotting, "save", keep)
-    reproduce.draw(claims.get("xiong2020-warmup"), warmup_results(PAPER_LIKE), tmp_path)
+    reproduce.draw(claims.get("xiong2020-warmup"), warmup_results(PAPER_LIKE), tmp_path, "test")
     post, pre = drawn["final_loss_heatmap"].axes[:2]
     # rows: warm-up 200, 50, 0; columns: lr 1e-3, 3e-3, 1e-2. Only Post-LN at lr 1e-2 without warm-up diverged.
     assert post.get_title().startswith("Post-LN") and pre.get_title().startswith("Pre-LN")

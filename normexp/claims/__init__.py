@@ -8,6 +8,7 @@ criterion (``criteria=None``) is a figure set: its verdict is "figures only" onc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,8 +20,9 @@ from normexp.errors import UserError
 from normexp.grids import SurfaceJob
 from normexp.rundir import FINAL_STATUSES, atomic_write
 
-VERDICTS = ("reproduced", "not reproduced", "insufficient data", "figures only")
-"""Every verdict; only "not reproduced" says that a criterion failed."""
+VERDICTS = ("reproduced", "not reproduced", "not testable at this scale", "insufficient data", "figures only")
+"""Every verdict; only "not reproduced" says that a criterion failed. "not testable at this scale": no criterion
+failed, but one could not be tested within the scale's budget (its check says what it would cost)."""
 
 
 class InsufficientData(Exception):
@@ -37,15 +39,24 @@ class Results:
 
 @dataclass(frozen=True)
 class Check:
-    """One pass criterion with what was measured."""
+    """One pass criterion with what was measured.
+
+    ``passed`` is None when the criterion cannot be tested at this scale (``measured`` then says why and what it
+    would cost). ``margin`` is the criterion's slack in its own units, > 0 when it passes and < 0 when it fails
+    (e.g. BN's accuracy minus no-BN's for "BN more accurate"), so a sensitivity map shows how close each call was.
+    """
 
     name: str
-    passed: bool
+    passed: bool | None
     measured: str
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         # criteria compare numpy scalars; a numpy bool would reach verdict.json as the string "False"
-        object.__setattr__(self, "passed", bool(self.passed))
+        if self.passed is not None:
+            object.__setattr__(self, "passed", bool(self.passed))
+        if self.margin is not None:  # an infinite margin (a diverged run's −inf accuracy) says no more than passed
+            object.__setattr__(self, "margin", float(self.margin) if math.isfinite(self.margin) else None)
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,8 @@ class Verdict:
     n_runs: int
     checks: list[Check] = field(default_factory=list)
     note: str = ""
+    setting: dict[str, Any] = field(default_factory=dict)  # a sensitivity map's non-primary value; {}: primary
+    sensitivity: list[Verdict] = field(default_factory=list)  # the map: the same criteria at every other setting
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``verdict.json``."""
@@ -93,8 +106,23 @@ class Claim:
             checks = self.criteria(results)
         except InsufficientData as why:
             return Verdict(self.id, scale, "insufficient data", n_runs, note=str(why))
-        verdict = "reproduced" if all(check.passed for check in checks) else "not reproduced"
-        return Verdict(self.id, scale, verdict, n_runs, checks)
+        return Verdict(self.id, scale, verdict_of(checks), n_runs, checks)
+
+
+def verdict_of(checks: list[Check]) -> str:
+    """ "not reproduced" if a check failed, else "not testable at this scale" if one could not be tested, else
+    "reproduced"."""
+    if any(check.passed is False for check in checks):
+        return "not reproduced"
+    if any(check.passed is None for check in checks):
+        return "not testable at this scale"
+    return "reproduced"
+
+
+def mark(check: Check, markdown: bool = True) -> str:
+    """✅/❌/⏸ (PASS/FAIL/UNTESTED in plain text) for a check's outcome."""
+    marks = ("✅", "❌", "⏸") if markdown else ("PASS", "FAIL", "UNTESTED")
+    return marks[0] if check.passed else marks[2] if check.passed is None else marks[1]
 
 
 MIN_SEEDS = 3

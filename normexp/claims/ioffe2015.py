@@ -76,26 +76,31 @@ def fig1_criteria(results: Results) -> list[Check]:
             "1a: BN more accurate at 20% of the steps",
             bn_early > none_early,
             f"step {early}: BN {bn_early:.4f} vs no-BN {none_early:.4f}",
+            bn_early - none_early,
         ),
         Check(
             "1a: BN more accurate at the end",
             bn_end > none_end,
             f"step {total}: BN {bn_end:.4f} vs no-BN {none_end:.4f}",
+            bn_end - none_end,
         ),
         Check(
             "1a: BN reaches no-BN's final accuracy within 0.5× the steps",
             steps_to_target is not None and steps_to_target <= 0.5 * total,
             f"BN reached {none_end:.4f} at step {steps_to_target} of {total}",
+            0.5 - steps_to_target / total if steps_to_target is not None else None,
         ),
         Check(
             "1b: range of p50 smaller with BN",
             medians.loc["bn", "p50_range"] < medians.loc["none", "p50_range"],
             f"BN {medians.loc['bn', 'p50_range']:.3f} vs no-BN {medians.loc['none', 'p50_range']:.3f}",
+            medians.loc["none", "p50_range"] - medians.loc["bn", "p50_range"],
         ),
         Check(
             "1b: range of p85 − p15 smaller with BN",
             medians.loc["bn", "spread_range"] < medians.loc["none", "spread_range"],
             f"BN {medians.loc['bn', 'spread_range']:.3f} vs no-BN {medians.loc['none', 'spread_range']:.3f}",
+            medians.loc["none", "spread_range"] - medians.loc["bn", "spread_range"],
         ),
     ]
 
@@ -186,6 +191,7 @@ def lr_criteria(results: Results) -> list[Check]:
                 f"1c: BN at {multiple}× ≥ no-BN at 1× (lr {best:g})",
                 bn["acc"].median() >= base,
                 f"BN@{best * multiple:g}: {_describe(bn)}; no-BN@{best:g}: {_describe(reference)}",
+                bn["acc"].median() - base,
             )
         )
     for multiple in (5, 30):
@@ -196,6 +202,7 @@ def lr_criteria(results: Results) -> list[Check]:
                 f"1c: no-BN at {multiple}× diverges or ends worse than at 1×",
                 bool(worse),
                 f"no-BN@{best * multiple:g}: {_describe(none)}",
+                base - none["acc"].median(),
             )
         )
     return checks

@@ -110,7 +110,9 @@ def smaller_median(
     a, b = _runs_of(per_run, low)["value"], _runs_of(per_run, high)["value"]
     ratio = a.median() / b.median() if b.median() else math.inf
     measured = f"{low} {_describe(a)} vs {high} {_describe(b)}; ratio {ratio:.3g}"
-    return Check(name, bool(a.median() * factor < b.median()), measured)
+    # the margin in decades: log10(high / (factor · low)), > 0 when low is factor times smaller
+    margin = math.log10(b.median() / (factor * a.median())) if a.median() > 0 and b.median() > 0 else None
+    return Check(name, bool(a.median() * factor < b.median()), measured, margin)
 
 
 def smoothness_criteria(results: Results) -> list[Check]:
@@ -187,16 +189,19 @@ def noisy_bn_criteria(results: Results) -> list[Check]:
             "3d: noisy BN's final training accuracy within 5 points of BN",
             bool(abs(median["noisy_bn"] - median["bn"]) <= POINTS),
             f"{describe['noisy_bn']} vs {describe['bn']}",
+            POINTS - abs(median["noisy_bn"] - median["bn"]),
         ),
         Check(
             "3d: noisy BN above standard",
             bool(median["noisy_bn"] > median["none"]),
             f"{describe['noisy_bn']} vs {describe['none']}",
+            median["noisy_bn"] - median["none"],
         ),
         Check(
             "3d: standard + noise near chance or clearly below standard",
             bool(median["noise"] <= CHANCE + POINTS or median["noise"] <= median["none"] - POINTS),
             f"{describe['noise']} vs {describe['none']}, chance {CHANCE:g}",
+            max(CHANCE + POINTS - median["noise"], median["none"] - POINTS - median["noise"]),
         ),
     ]
 
