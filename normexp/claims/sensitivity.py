@@ -179,7 +179,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
     outcome = np.full((len(names), len(columns)), np.nan)
-    fig, axes = plotting.figure(width=3.6 + 0.8 * len(columns), height=1.4 + 0.3 * len(names))
+    fig, axes = plotting.figure(width="text", height=1.4 + 0.3 * len(names))
     ax = axes[0]
     for j, (_, v) in enumerate(columns):
         if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
@@ -201,7 +201,13 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
         f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin)",
         fontsize=8,
     )
-    return plotting.save(fig, out, "sensitivity")
+    text = plotting.Caption(
+        "the sensitivity map: each pre-registered criterion (rows) judged at the primary setting and at each other "
+        "value of the choices the paper left open (columns, one changed at a time); the number is the criterion's "
+        "margin in its own units (> 0 passes); a column without runs says so",
+        band="no bands: each cell is one criterion's outcome on the medians over seeds",
+    )
+    return plotting.save(fig, out, "sensitivity", text)
 
 
 def _primary_label(verdict: Verdict) -> str:
@@ -209,5 +215,5 @@ def _primary_label(verdict: Verdict) -> str:
     return "\n".join(_column_label(setting, short=True) for setting in primaries.values())
 
 
-def _short(name: str, width: int = 60) -> str:
+def _short(name: str, width: int = 44) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
