@@ -195,14 +195,17 @@ def test_interrupted_run_is_requeued_and_resumes_bit_identical(uninterrupted: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    for step, command in INTERRUPTIONS.items():
-        deadline = time.monotonic() + 180
-        while trained_steps(out_dir) < step and launch.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert launch.poll() is None and trained_steps(out_dir) < 1500, f"the run ended before {command}"
-        (job,) = slurm_jobs(out_dir)
-        subprocess.run([*command, job], check=True)
-    _out, err = launch.communicate(timeout=300)
+    try:
+        for step, command in INTERRUPTIONS.items():
+            deadline = time.monotonic() + 180
+            while trained_steps(out_dir) < step and launch.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert launch.poll() is None and trained_steps(out_dir) < 1500, f"the run ended before {command}"
+            (job,) = slurm_jobs(out_dir)
+            subprocess.run([*command, job], check=True)
+        _out, err = launch.communicate(timeout=300)
+    finally:  # a launch left waiting on a lost job would outlive the test
+        launch.kill()
     assert launch.returncode == 0, err
 
     assert accounting(job) == ["REQUEUED", "REQUEUED", "COMPLETED"]
