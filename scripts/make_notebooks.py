@@ -25,9 +25,10 @@ import nbformat
 from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from normexp import claims
+from normexp import claims, reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+RESULTS = NOTEBOOKS.parent / "results"
 SOURCES = NOTEBOOKS / "src"
 """Each notebook's own cells as a percent-format script (``# %%``), read and reviewed as code."""
 LOADING = "loading-runs"
@@ -79,6 +80,13 @@ def story(name: str) -> list[nbformat.NotebookNode]:
 def notebook(claim: claims.Claim) -> nbformat.NotebookNode:
     """The notebook of one claim: its story, the stored results along its own axes, its quantity, its verdict."""
     intro, *analysis = story(claim.id)
+    if reproduce.load(claim.id, "cpu", RESULTS).summary.empty:  # a protocol changed, its grid not yet run
+        analysis = [
+            new_markdown_cell(
+                f"No stored results at the `cpu` scale yet: `normexp reproduce {claim.id}` runs its grid, and this "
+                "notebook's analysis comes back with them."
+            )
+        ]
     cells = [
         new_markdown_cell(f"# {claim.id}: {claim.title}\n\n{claim.paper}, {claim.paper_figure}. {intro.source}"),
         new_markdown_cell(
