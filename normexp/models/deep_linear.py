@@ -21,9 +21,11 @@ from normexp.norms import NormSpec
 class LinearNormLayer(nn.Sequential):
     """``linear (no bias) -> norm``: one hidden layer of a deep linear network."""
 
-    def __init__(self, fan_in: int, width: int, norm: NormSpec, init_std: float | None, where: str) -> None:
+    def __init__(
+        self, fan_in: int, width: int, norm: NormSpec, init_std: float | None, init_gain: float, where: str
+    ) -> None:
         super().__init__()
-        self.linear = norm.reparametrize(_normal_linear(fan_in, width, init_std))
+        self.linear = norm.reparametrize(_normal_linear(fan_in, width, init_std, init_gain))
         self.norm = norm.make(width, where=f"{where}.norm")
 
 
@@ -31,27 +33,34 @@ class DeepLinearNet(nn.Module):
     """``depth`` bias-free linear layers, a norm after each but the last, no nonlinearity."""
 
     def __init__(
-        self, fan_in: int, width: int, depth: int, outputs: int, norm: NormSpec, init_std: float | None
+        self,
+        fan_in: int,
+        width: int,
+        depth: int,
+        outputs: int,
+        norm: NormSpec,
+        init_std: float | None,
+        init_gain: float = 1.0,
     ) -> None:
         super().__init__()
         widths = [fan_in] + [width] * (depth - 1)
         self.hidden = nn.Sequential(
             *(
-                LinearNormLayer(a, b, norm, init_std, where=f"hidden.{i}")
+                LinearNormLayer(a, b, norm, init_std, init_gain, where=f"hidden.{i}")
                 for i, (a, b) in enumerate(itertools.pairwise(widths))
             )
         )
-        self.output = _normal_linear(widths[-1], outputs, init_std)
+        self.output = _normal_linear(widths[-1], outputs, init_std, init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs for a batch of inputs of any shape (flattened per sample)."""
         return self.output(self.hidden(x.flatten(1)))
 
 
-def _normal_linear(fan_in: int, fan_out: int, std: float | None) -> nn.Linear:
-    """A bias-free linear layer with weights ~ N(0, std²); ``std=None``: N(0, 1/fan_in)."""
+def _normal_linear(fan_in: int, fan_out: int, std: float | None, gain: float = 1.0) -> nn.Linear:
+    """A bias-free linear layer with weights ~ N(0, std²); ``std=None``: N(0, gain²/fan_in)."""
     layer = nn.Linear(fan_in, fan_out, bias=False)
-    nn.init.normal_(layer.weight, std=1 / math.sqrt(fan_in) if std is None else std)
+    nn.init.normal_(layer.weight, std=gain / math.sqrt(fan_in) if std is None else std)
     return layer
 
 
@@ -59,4 +68,4 @@ def build_deep_linear(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], nu
     """The deep linear network of ``configs/model/deep_linear.yaml``; ``num_classes`` is the output size."""
     if cfg.depth < 1:
         raise ConfigError(f"model.depth must be at least 1, got {cfg.depth}.", fix="set model.depth=25")
-    return DeepLinearNet(math.prod(input_shape), cfg.width, cfg.depth, num_classes, norm, cfg.init_std)
+    return DeepLinearNet(math.prod(input_shape), cfg.width, cfg.depth, num_classes, norm, cfg.init_std, cfg.init_gain)
