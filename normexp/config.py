@@ -35,6 +35,7 @@ class TrainConfig:
     """The training loop's knobs."""
 
     steps: int = 1000  # optimizer steps
+    images: int | None = None  # training images per run, where a config derives steps from them (batch-size grids)
     batch_size: int = 60  # samples drawn per forward-backward pass (a micro-batch when accumulate > 1)
     norm_batch: int | None = None  # samples sharing a norm's batch statistics (forward chunk); None: batch_size
     accumulate: int = 1  # micro-batches per optimizer step: the optimizer batch is batch_size × accumulate
@@ -137,10 +138,15 @@ def div(numerator: Any, denominator: Any) -> int:
     return int(numerator) // int(denominator)
 
 
+def mul(left: Any, right: Any) -> int:
+    """``${mul:a,b}``: integer product in configs (the batch-size grid's 75% milestone = images·3 // (batch·4))."""
+    return int(left) * int(right)
+
+
 def register() -> None:
-    """Register the schema and the resolvers (``run_name``, ``workers``, ``div``); idempotent."""
+    """Register the schema and the resolvers (``run_name``, ``workers``, ``div``, ``mul``); idempotent."""
     ConfigStore.instance().store(name="normexp_schema", node=NormexpConfig)
-    for name, resolver in (("run_name", run_name), ("workers", workers), ("div", div)):
+    for name, resolver in (("run_name", run_name), ("workers", workers), ("div", div), ("mul", mul)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 

@@ -53,6 +53,9 @@ def identity(resolved: dict[str, Any]) -> dict[str, Any]:
 
 
 def config_hash(resolved: dict[str, Any]) -> str:
-    """A short hash of :func:`identity`: equal for two configs exactly when they train the same run."""
-    text = json.dumps(identity(resolved), sort_keys=True, default=str)
+    """A short hash of :func:`identity`: equal for two configs exactly when they train the same run. Keys set to
+    ``None`` are left out: a knob added later whose default ``None`` leaves runs as they were does not change the
+    hash of the runs made before it existed."""
+    settings = {key: value for key, value in identity(resolved).items() if value is not None}
+    text = json.dumps(settings, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -79,9 +79,17 @@ def test_the_hash_ignores_what_does_not_change_the_run(compose, tmp_path: Path) 
 
     assert hashed() == hashed("device=cpu", "threads=2", "logger=wandb", "data.root=/elsewhere", f"out_dir={tmp_path}")
     assert hashed() != hashed("train.steps=12")
+    assert hashed() != hashed("train.images=4096")
     summary = train(compose("train.steps=3"), tmp_path / "run")
     saved = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
     assert summary["config_hash"] == saved["config_hash"] == hashed("train.steps=3")
+
+
+def test_a_knob_added_at_its_none_default_keeps_earlier_runs_hashes(compose) -> None:
+    resolved = resolved_config(compose())
+    assert resolved["train"]["images"] is None
+    before_the_knob = {**resolved, "train": {k: v for k, v in resolved["train"].items() if k != "images"}}
+    assert config_hash(before_the_knob) == config_hash(resolved)
 
 
 def test_path_values_name_one_folder(cli, out_dir: Path) -> None:
