@@ -1,8 +1,10 @@
-"""The batch-size claims: criteria 2a–2d on synthetic stored results (pass, fail, boundaries, missing cells), their
-figures and tables, the experiment's budget rule, and GN+WS's large-batch equivalence as something measurable."""
+"""The batch-size claims: criteria 2a–2d on synthetic stored results (pass, fail, boundaries, missing cells), the
+convergence rule for the budget (met, met later, never), their figures and tables, the experiment's budget, and GN+WS's
+large-batch equivalence as something measurable."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -11,22 +13,42 @@ import pytest
 
 from normexp import claims, optim
 from normexp.claims import Results
-from normexp.claims.batchsize import BATCH, NORM
+from normexp.claims.batchsize import BATCH, BUDGET_EXPERIMENT, EXPERIMENT, IMAGES, NORM
+from normexp.config import compose_config, expand_grid
+from normexp.identity import flatten
+from normexp.rundir import resolved_config
 from normexp.training.runner import train
 
 SEEDS = (0, 1, 2)
 SEED_JITTER = (-0.2, 0.0, 0.2)  # accuracy points around a cell's median
+GRID_IMAGES = 4096
+CONVERGING = {1024: 80.0, 2048: 85.0, 4096: 89.6, 8192: 90.0}
+"""BN@64's accuracy over the budget ladder: moves 5, 4.6, then 0.4 < 0.5 from 4096 to 8192 images, the grid's."""
 
 
-def summary(cells: dict[tuple[str, int], float], seeds: tuple[int, ...] = SEEDS) -> pd.DataFrame:
-    """One completed run per seed and cell, final accuracy = the cell's value (in points) ± jitter; NaN: diverged."""
+def summary(
+    cells: dict[tuple[str, int], float],
+    seeds: tuple[int, ...] = SEEDS,
+    ladder: dict[int, float] = CONVERGING,
+) -> pd.DataFrame:
+    """The grid: one completed run per seed and cell, final accuracy = the cell's value (in points) ± jitter, NaN:
+    diverged; and the budget ladder: BN@64 at each number of images of ``ladder``, accuracy its value ± jitter."""
+    grid = runs(cells, seeds).assign(experiment_name=EXPERIMENT, **{IMAGES: GRID_IMAGES})
+    rungs = [
+        runs({("bn", 64): acc}, seeds, f"-{images}").assign(experiment_name=BUDGET_EXPERIMENT, **{IMAGES: images})
+        for images, acc in ladder.items()
+    ]
+    return pd.concat([grid, *rungs], ignore_index=True)
+
+
+def runs(cells: dict[tuple[str, int], float], seeds: tuple[int, ...], tag: str = "") -> pd.DataFrame:
     rows = []
     for (norm, batch), acc in cells.items():
         for seed, jitter in zip(seeds, SEED_JITTER, strict=False):
             diverged = math.isnan(acc)
             rows.append(
                 {
-                    "run_id": f"{norm}-{batch}-{seed}",
+                    "run_id": f"{norm}-{batch}-{seed}{tag}",
                     NORM: norm,
                     BATCH: batch,
                     "seed": seed,
@@ -38,8 +60,13 @@ def summary(cells: dict[tuple[str, int], float], seeds: tuple[int, ...] = SEEDS)
     return pd.DataFrame(rows)
 
 
-def verdict(claim_id: str, cells: dict[tuple[str, int], float], seeds: tuple[int, ...] = SEEDS) -> claims.Verdict:
-    frame = summary(cells, seeds)
+def verdict(
+    claim_id: str,
+    cells: dict[tuple[str, int], float],
+    seeds: tuple[int, ...] = SEEDS,
+    ladder: dict[int, float] = CONVERGING,
+) -> claims.Verdict:
+    frame = summary(cells, seeds, ladder)
     return claims.get(claim_id).verify(Results(pd.DataFrame(), frame), "test")
 
 
@@ -65,8 +92,10 @@ QIAO = {
 def test_qiao_reproduced_on_the_papers_pattern() -> None:
     result = verdict("qiao2019-microbatch", QIAO)
     assert result.verdict == "reproduced", result.checks
-    assert len(result.checks) == 8 and result.n_runs == 33
-    assert "gn+ws@1 89.00 [88.80–89.20] (n=3)" in result.checks[0].measured
+    assert len(result.checks) == 9 and result.n_runs == 33 + 12
+    assert result.checks[0].passed and "Converged at 4096 (moves 0.40 to 8192)" in result.checks[0].measured
+    assert "gn+ws@1 89.00 [88.80–89.20] (n=3)" in result.checks[1].measured
+    assert result.checks[1].margin == pytest.approx(0.0) and result.checks[2].margin == pytest.approx(25.0)
 
 
 @pytest.mark.parametrize(
@@ -91,7 +120,7 @@ def test_qiao_not_reproduced_when_a_criterion_misses(changes: dict, failing: lis
 def test_a_diverged_run_ranks_below_every_finished_one() -> None:
     result = verdict("qiao2019-microbatch", QIAO | {("bn", 1): math.nan})
     assert result.verdict == "reproduced"
-    assert "3 diverged" in result.checks[1].measured
+    assert "3 diverged" in result.checks[2].measured
 
 
 def test_runs_whose_norm_batch_is_smaller_than_the_batch_are_not_cells_of_the_grid() -> None:
@@ -99,7 +128,7 @@ def test_runs_whose_norm_batch_is_smaller_than_the_batch_are_not_cells_of_the_gr
     bn_large = frame[(frame[NORM] == "bn") & (frame[BATCH] == 64)]
     per_image = bn_large.assign(**{"train.norm_batch": 1, "final/test/acc": 0.1, "run_id": bn_large["run_id"] + "-n1"})
     result = claims.get("qiao2019-microbatch").verify(Results(pd.DataFrame(), pd.concat([frame, per_image])), "test")
-    assert result.verdict == "reproduced" and "bn@64 90.00" in result.checks[0].measured
+    assert result.verdict == "reproduced" and "bn@64 90.00" in result.checks[1].measured
 
 
 @pytest.mark.parametrize("claim_id", ["qiao2019-microbatch", "wu2018-batchsize"])
@@ -120,8 +149,9 @@ WU = {
 def test_wu_reproduced_on_the_papers_numbers_as_accuracies() -> None:
     result = verdict("wu2018-batchsize", WU)
     assert result.verdict == "reproduced", result.checks
-    assert len(result.checks) == 3
-    assert "difference 10.30" in result.checks[2].measured  # BN rises 11.10 points, GN 0.80
+    assert len(result.checks) == 4
+    assert "difference 10.30" in result.checks[3].measured  # BN rises 11.10 points, GN 0.80
+    assert [round(check.margin, 2) for check in result.checks[1:]] == [0.1, 0.1, 7.3]
 
 
 @pytest.mark.parametrize(
@@ -141,6 +171,35 @@ def test_wu_not_reproduced_when_a_criterion_misses(changes: dict, failing: str) 
     assert failed(result) == [failing]
 
 
+@pytest.mark.parametrize("claim_id", ["qiao2019-microbatch", "wu2018-batchsize"])
+def test_a_grid_below_the_yardsticks_convergence_is_not_testable_at_this_scale(claim_id: str) -> None:
+    later = {4096: 86.0, 8192: 89.6, 16384: 90.0}  # moves 3.6 from the grid's 4096, converges at 8192
+    result = verdict(claim_id, QIAO | WU | {("gn+ws", 1): 10.0}, ladder=later)  # 2a would fail
+    assert result.verdict == "not testable at this scale"
+    assert all(check.passed is None for check in result.checks)
+    budget = result.checks[0].measured
+    assert "Converged at 8192" in budget and "the grid runs 4096; at 8192 it would cost" in budget
+    assert all(check.measured.endswith("(yardstick not converged)") for check in result.checks[1:])
+
+
+def test_a_ladder_that_never_converges_is_not_testable_with_the_cost_of_its_last_rung() -> None:
+    result = verdict("wu2018-batchsize", WU, ladder={2048: 80.0, 4096: 84.0, 8192: 87.0})
+    assert result.verdict == "not testable at this scale"
+    assert "No rung converges; the ladder's largest (8192) would cost" in result.checks[0].measured
+
+
+def test_the_ladders_runs_are_no_cell_of_the_grid() -> None:
+    result = verdict("qiao2019-microbatch", QIAO, ladder={4096: 50.0, 8192: 50.2})  # converged, but far from 90
+    assert result.verdict == "reproduced" and "vs bn@64 90.00" in result.checks[1].measured
+
+
+def test_no_ladder_is_insufficient_data() -> None:
+    frame = summary(QIAO)
+    grid_only = frame[frame["experiment_name"] == EXPERIMENT]
+    result = claims.get("qiao2019-microbatch").verify(Results(pd.DataFrame(), grid_only), "test")
+    assert result.verdict == "insufficient data" and BUDGET_EXPERIMENT in result.note
+
+
 def test_figures_and_tables_are_drawn_from_stored_results(tmp_path: Path) -> None:
     results = Results(pd.DataFrame(), summary(QIAO | WU))
     for claim_id, name in (("qiao2019-microbatch", "microbatch"), ("wu2018-batchsize", "batchsize")):
@@ -154,9 +213,39 @@ def test_figures_and_tables_are_drawn_from_stored_results(tmp_path: Path) -> Non
 @pytest.mark.parametrize("batch", [1, 8, 64])
 def test_every_batch_sees_the_same_images_at_a_linearly_scaled_lr(compose, batch: int) -> None:
     cfg = compose("experiment=batchsize", "scale=cpu", f"train.batch_size={batch}")
-    assert cfg.train.steps * batch == 4096
-    assert list(cfg.schedule.milestones) == [2048 // batch, 3072 // batch]  # ×0.1 after 50% and 75% of the images
-    assert optim.scaled_lr(cfg.optim, batch) == pytest.approx(cfg.optim.lr * batch / 64)
+    images = cfg.train.images
+    assert cfg.train.steps * batch == images
+    assert list(cfg.schedule.milestones) == [images // 2 // batch, images * 3 // 4 // batch]  # ×0.1 at 50%, 75%
+    assert optim.scaled_lr(cfg.optim, batch) == pytest.approx(0.05 * batch / 64)  # 0.1 at 128, as He et al.
+
+
+def test_the_cpu_grid_is_a_resnet_at_full_resolution_with_a_pooled_head(compose) -> None:
+    cfg = compose("experiment=batchsize", "scale=cpu", "norm=gn")
+    assert (cfg.model.name, list(cfg.model.blocks), cfg.data.name, cfg.data.test_size) == (
+        "resnet",
+        [1, 1, 1],
+        "fashion_mnist",
+        None,
+    )
+    assert cfg.norm.groups == 8 and all(width % 8 == 0 for width in cfg.model.widths)
+    assert compose("experiment=li2018-norm", "norm=gn").norm.groups == 32  # Wu & He's default elsewhere
+    grid = expand_grid(["experiment=batchsize", "scale=cpu"])  # the criteria's 4 norms × 7 batches × 3 seeds
+    assert len(grid) == 84 and {job[0] for job in grid} == {"norm=bn", "norm=gn", "norm=gn+ws", "norm=bcn+ws"}
+    assert len(expand_grid(["experiment=batchsize-budget", "scale=cpu"])) == 5 * 3  # BN alone over 5 rungs
+
+
+def test_the_budget_ladder_is_the_grids_bn_at_batch_64_over_doubling_images(compose) -> None:
+    grid = compose("experiment=batchsize", "scale=cpu", "norm=bn", "train.batch_size=64")
+    params = compose_config(["experiment=batchsize-budget", "scale=cpu"], return_hydra_config=True).hydra.sweeper.params
+    ladder = [int(n) for n in params["train.images"].split(",")]
+    assert all(larger == 2 * smaller for smaller, larger in itertools.pairwise(ladder))
+    assert grid.train.images in ladder[:-1]  # the rung the rule chose, and the one above it to show the move
+    rung = compose(
+        "experiment=batchsize-budget", "scale=cpu", "norm=bn", "train.batch_size=64", f"train.images={ladder[0]}"
+    )
+    differs = {"experiment_name", "train.images", "train.steps", "schedule.milestones"}
+    one, other = flatten(resolved_config(grid)), flatten(resolved_config(rung))
+    assert {key for key in one if one[key] != other.get(key)} <= differs
 
 
 def test_paper_scale_is_he_et_als_cifar_recipe_counted_in_images(compose) -> None:

@@ -5,41 +5,61 @@ experiment ``batchsize``: every run sees the same number of training images, wit
 batch. A cell is a (norm, batch size) pair; its value is the final test accuracy (or error, 100 − accuracy) in
 percentage points, summarized by the median over at least :data:`MIN_SEEDS` seeds. A diverged run counts as
 accuracy −inf (error +inf): it ranks below every run that finished.
+
+Both claims test at a budget that trains the yardstick to convergence, by a rule fixed before the grid ran: the
+grid's images per run (``train.images``) must be at least the smallest rung of the experiment ``batchsize-budget``'s
+ladder at which BN at batch 64's median error moves less than :data:`CONVERGED` point when the images double
+(:func:`budget_check`). Below it every criterion is reported as measured but "not testable at this scale"
+(:func:`at_budget`): a large batch that is still learning is no yardstick for a small one.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
 from normexp import plotting
 from normexp.analysis import aggregate
-from normexp.claims import InsufficientData, finished, median_range, seeded_cell
+from normexp.claims import Check, InsufficientData, finished, median_range, seeded_cell
 
 NORM = "norm.name"
 BATCH = "train.batch_size"
 NORM_BATCH = "train.norm_batch"
 FINAL_ACC = "final/test/acc"
+IMAGES = "train.images"
 EXPERIMENT = "batchsize"
+BUDGET_EXPERIMENT = "batchsize-budget"
+YARDSTICK = ("bn", 64)
+"""The large-batch cell both claims compare against, whose convergence sets the budget."""
+CONVERGED = 0.5
+"""Points of error by which the yardstick may move when its images double, at a converged budget."""
 
 
-def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per finished run: norm, batch, seed, status, wall time, ``acc`` and ``error`` in points (±inf if
-    diverged). Runs whose norm batch is smaller than their batch (``train.norm_batch``) are not literal batches and
-    are left out."""
+def experiment_runs(summary: pd.DataFrame, experiment: str) -> pd.DataFrame:
+    """The runs of one experiment (all of them when the table has no ``experiment_name`` column)."""
+    return summary[summary["experiment_name"] == experiment] if "experiment_name" in summary else summary
+
+
+def final_accuracy(summary: pd.DataFrame, experiment: str = EXPERIMENT) -> pd.DataFrame:
+    """One row per finished run of ``experiment``: norm, batch, seed, status, wall time, images per run (where
+    stored), ``acc`` and ``error`` in points (±inf if diverged). Runs whose norm batch is smaller than their batch
+    (``train.norm_batch``) are not literal batches and are left out."""
     for column in (NORM, BATCH, "seed", "status", "wall_time_s", FINAL_ACC):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
+    summary = experiment_runs(summary, experiment)
     everything = pd.Series(True, index=summary.index)
     literal = (
         summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else everything
     )
     runs = finished(summary[literal])
     acc = np.where(runs["status"] == "diverged", -math.inf, 100 * runs[FINAL_ACC].astype(float))
-    return runs[[NORM, BATCH, "seed", "status", "wall_time_s"]].assign(acc=acc, error=100 - acc)
+    columns = [NORM, BATCH, "seed", "status", "wall_time_s", *([IMAGES] if IMAGES in runs else [])]
+    return runs[columns].assign(acc=acc, error=100 - acc)
 
 
 def cell(final: pd.DataFrame, norm: str, batch: int) -> pd.DataFrame:
@@ -77,6 +97,60 @@ def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str], batche
     ax.set_xlim(max(shown) * 1.25, min(shown) / 1.25)  # large batches left, as the paper
     ax.set(xlabel="batch size (images per step, sharing norm statistics)", ylabel="test error (%)")
     ax.legend(title="norm")
+
+
+def budget_check(summary: pd.DataFrame) -> Check:
+    """Whether the grid's images per run reach the convergence rung of the yardstick's ladder: True if so, None (not
+    testable at this scale, with the cost of the grid at that rung) if not or if the ladder never converges."""
+    ladder = experiment_runs(summary, BUDGET_EXPERIMENT)
+    grid = experiment_runs(summary, EXPERIMENT)
+    if ladder.empty or IMAGES not in ladder or IMAGES not in grid:
+        raise InsufficientData(f"no runs of {BUDGET_EXPERIMENT}'s ladder, or no {IMAGES} in the stored results")
+    errors = final_accuracy(ladder, BUDGET_EXPERIMENT)
+    norm, batch = YARDSTICK
+    rungs = sorted(int(n) for n in errors[IMAGES].unique())
+    error = {n: median(errors[errors[IMAGES] == n], norm, batch, "error") for n in rungs}
+    moves = {n: abs(error[2 * n] - error[n]) for n in rungs if 2 * n in error}
+    converged = min((n for n, move in moves.items() if move < CONVERGED), default=None)
+    images = int(grid[IMAGES].median())
+    ladder_text = "; ".join(f"{n}: {error[n]:.2f}" for n in rungs)
+    measured = f"{norm.upper()}@{batch} median error by images per run: {ladder_text}. "
+    name = (
+        f"budget: the grid's images per run train {norm.upper()}@{batch} to convergence (its error moves "
+        f"< {CONVERGED:g} point when its images double)"
+    )
+    if converged is None:
+        return Check(
+            name,
+            None,
+            measured + f"No rung converges; the ladder's largest ({rungs[-1]}) would cost "
+            f"{grid_hours(grid, rungs[-1]):.1f} h of one core for the grid.",
+        )
+    passed = images >= converged
+    return Check(
+        name,
+        True if passed else None,
+        measured + f"Converged at {converged} (moves {moves[converged]:.2f} to {2 * converged}); the grid runs "
+        f"{images}"
+        + ("." if passed else f"; at {converged} it would cost {grid_hours(grid, converged):.1f} h of one core."),
+        margin=(images - converged) / converged if passed else None,
+    )
+
+
+def grid_hours(grid: pd.DataFrame, images: int) -> float:
+    """The stored grid's core hours scaled to ``images`` per run (a run's time is linear in its images)."""
+    return float((grid["wall_time_s"] * images / grid[IMAGES]).sum()) / 3600
+
+
+def at_budget(summary: pd.DataFrame, checks: list[Check]) -> list[Check]:
+    """The budget check, then ``checks``: as measured when the budget converges, else not testable at this scale."""
+    budget = budget_check(summary)
+    if budget.passed:
+        return [budget, *checks]
+    return [
+        budget,
+        *(replace(check, passed=None, measured=check.measured + " (yardstick not converged)") for check in checks),
+    ]
 
 
 def batch_caption(what: str) -> plotting.Caption:

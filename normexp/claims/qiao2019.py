@@ -13,12 +13,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register, save_table
 from normexp.claims.batchsize import (
     BATCH,
+    BUDGET_EXPERIMENT,
     EXPERIMENT,
     NORM,
+    at_budget,
     batch_caption,
     describe,
     error_vs_batch,
@@ -36,41 +40,43 @@ COLLAPSE_MARGIN = 5.0
 
 
 def criteria(results: Results) -> list[Check]:
-    """2a: GN+WS@1 ≥ BN@64 − 1 and BN@1, BN@2 ≤ BN@64 − 5; 2b: GN+WS > GN at 1, 2, 64; 2c: BCN+WS ≥ GN+WS at 1, 2."""
+    """The budget check, then 2a: GN+WS@1 ≥ BN@64 − 1 and BN@1, BN@2 ≤ BN@64 − 5; 2b: GN+WS > GN at 1, 2, 64;
+    2c: BCN+WS ≥ GN+WS at 1, 2. Margins in accuracy points."""
     final = final_accuracy(results.summary)
     bn_large = median(final, "bn", LARGE)
+    gn_ws_1 = median(final, "gn+ws", 1)
     checks = [
         Check(
             f"2a: GN+WS at batch 1 ≥ BN at batch {LARGE} − {MATCH_MARGIN:g} point",
-            median(final, "gn+ws", 1) >= bn_large - MATCH_MARGIN,
+            gn_ws_1 >= bn_large - MATCH_MARGIN,
             f"accuracy {describe(final, 'gn+ws', 1)} vs {describe(final, 'bn', LARGE)}",
+            margin=gn_ws_1 - (bn_large - MATCH_MARGIN),
         )
     ]
-    checks += [
-        Check(
-            f"2a: BN at batch {batch} ≥ {COLLAPSE_MARGIN:g} points below BN at batch {LARGE}",
-            median(final, "bn", batch) <= bn_large - COLLAPSE_MARGIN,
-            f"accuracy {describe(final, 'bn', batch)} vs {describe(final, 'bn', LARGE)}",
+    for batch in (1, 2):
+        bn_small = median(final, "bn", batch)
+        checks.append(
+            Check(
+                f"2a: BN at batch {batch} ≥ {COLLAPSE_MARGIN:g} points below BN at batch {LARGE}",
+                bn_small <= bn_large - COLLAPSE_MARGIN,
+                f"accuracy {describe(final, 'bn', batch)} vs {describe(final, 'bn', LARGE)}",
+                margin=bn_large - COLLAPSE_MARGIN - bn_small,
+            )
         )
-        for batch in (1, 2)
-    ]
-    checks += [
-        Check(
-            f"2b: GN+WS > GN at batch {batch}",
-            median(final, "gn+ws", batch) > median(final, "gn", batch),
-            f"accuracy {describe(final, 'gn+ws', batch)} vs {describe(final, 'gn', batch)}",
-        )
-        for batch in (1, 2, LARGE)
-    ]
-    checks += [
-        Check(
-            f"2c: BCN+WS ≥ GN+WS at batch {batch}",
-            median(final, "bcn+ws", batch) >= median(final, "gn+ws", batch),
-            f"accuracy {describe(final, 'bcn+ws', batch)} vs {describe(final, 'gn+ws', batch)}",
-        )
-        for batch in (1, 2)
-    ]
-    return checks
+    checks += [better(final, "gn+ws", "gn", batch, strict=True, criterion="2b") for batch in (1, 2, LARGE)]
+    checks += [better(final, "bcn+ws", "gn+ws", batch, strict=False, criterion="2c") for batch in (1, 2)]
+    return at_budget(results.summary, checks)
+
+
+def better(final: pd.DataFrame, norm: str, other: str, batch: int, strict: bool, criterion: str) -> Check:
+    """``norm`` more accurate than ``other`` at ``batch`` (``>`` if strict, else ``≥``); margin: the difference."""
+    difference = median(final, norm, batch) - median(final, other, batch)
+    return Check(
+        f"{criterion}: {norm.upper()} {'>' if strict else '≥'} {other.upper()} at batch {batch}",
+        difference > 0 if strict else difference >= 0,
+        f"accuracy {describe(final, norm, batch)} vs {describe(final, other, batch)}",
+        margin=difference,
+    )
 
 
 def plot(results: Results, out: Path) -> list[Path]:
@@ -102,7 +108,7 @@ register(
         ),
         criteria=criteria,
         plot=plot,
-        experiments=(EXPERIMENT,),
+        experiments=(EXPERIMENT, BUDGET_EXPERIMENT),
     )
 )
 register(
