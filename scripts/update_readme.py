@@ -98,14 +98,18 @@ def earlier_protocol(claim_id: str, scale: str) -> list[str]:
 
 PROTOCOL_FIELDS = {
     "data": lambda c: c.data.name + (f" ({c.data.train_size} train)" if c.data.get("train_size") else ""),
-    "model": lambda c: c.model.name,
-    "steps × batch": lambda c: f"{c.train.steps} × {c.train.batch_size}",
+    "model": lambda c: f"resnet-{2 * sum(c.model.blocks) + 2}" if c.model.name == "resnet" else c.model.name,
+    "steps × batch": lambda c: (
+        f"{c.train.images} images at every batch"
+        if c.train.get("images")
+        else f"{c.train.steps} × {c.train.batch_size}"
+    ),
     "optimizer, lr": lambda c: (
         f"{c.optim.name} {c.optim.lr:g}"
         + (f", momentum {c.optim.momentum:g}" if c.optim.name == "sgd" and c.optim.momentum else "")
     ),
     "schedule": lambda c: c.schedule.name + (f", warm-up {c.schedule.warmup_steps}" if c.schedule.warmup_steps else ""),
-    "evaluated every": lambda c: f"{c.train.eval_every} steps",
+    "evaluated every": lambda c: "at the end" if c.train.eval_every >= c.train.steps else f"{c.train.eval_every} steps",
 }
 """The protocol columns README shows per experiment, read from its composed config."""
 
