@@ -43,23 +43,30 @@ import seaborn as sns
 
 import normexp
 from normexp import analysis, claims, plotting, reproduce
+from normexp.claims import sensitivity
 
 %matplotlib inline
 pd.set_option("display.precision", 4)
 sns.set_theme(style="whitegrid", context="paper", rc=plotting.RC)
 CLAIM, SCALE = {claim!r}, "cpu"  # SCALE = "paper" for paper-scale results
 RESULTS = Path(normexp.__file__).resolve().parents[1] / "results"
-results = reproduce.load(CLAIM, SCALE, RESULTS)
+claim = claims.get(CLAIM)
+stored = reproduce.load(CLAIM, SCALE, RESULTS)  # the primary setting's runs and the sensitivity map's
+results = sensitivity.select(stored, sensitivity.claim_axes(claim, SCALE))  # the primary setting's alone
 runs, summary = results.runs, results.summary
 axes = [c for c in analysis.varying_columns(summary) if c != "seed"]
-print(f"{{len(summary)}} runs, {{len(runs)}} metric rows; config columns that vary: {{axes}}")
+print(f"{{len(summary)}} runs at the primary setting ({{len(stored.summary)}} stored with the map's), "
+      f"{{len(runs)}} metric rows; config columns that vary: {{axes}}")
 """
 
 VERDICT = """\
-verdict = claims.get(CLAIM).verify(results, SCALE)
+verdict = reproduce.judge(claim, stored, SCALE)  # at the primary setting, with the map over the open choices
 print(verdict.verdict, verdict.note)
 for check in verdict.checks:
-    print("PASS" if check.passed else "FAIL", check.name, "-", check.measured)
+    print(claims.mark(check, markdown=False), check.name, "-", check.measured)
+if verdict.sensitivity:
+    print("\\nsensitivity map (each criterion at every setting; number: its margin):\\n")
+    print(sensitivity.map_table(verdict, markdown=False))
 """
 
 
