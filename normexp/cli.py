@@ -1,7 +1,8 @@
-"""The ``normexp`` command line: run, reproduce, verify, figures, list.
+"""The ``normexp`` command line: run, reproduce, verify, figures, collect, list, sync.
 
-User errors (unknown names, impossible values, missing data) print one paragraph and exit with status 2, without
-a traceback; a sweep in which some run failed exits with status 1 after listing the failed runs.
+``normexp run`` is a Hydra app: its arguments go to Hydra unchanged (:func:`normexp.sweep.hydra_app`). User errors
+(unknown names, impossible values, missing data) print one paragraph and exit with status 2, without a traceback;
+a sweep in which some run failed exits with status 1 after listing the failed runs.
 """
 
 from __future__ import annotations
@@ -9,27 +10,36 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from normexp import claims, reproduce, sweep
+from normexp import __version__, claims, reproduce, sweep
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
 
-HYDRA_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
-"""Hydra's own flags: ``normexp run`` hands them to Hydra unchanged (e.g. ``--cfg job`` shows the config)."""
 SCALES = ("smoke", "cpu", "paper")
+SHELL_COMPLETION = ("-sc", "--shell-completion")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Train one run, or a grid with ``-m``."""
-    overrides = list(args.overrides)
-    if HYDRA_FLAGS & set(overrides):  # inspection (--cfg, --info, --help): Hydra answers, nothing runs
-        sweep.call_hydra(overrides)
-        return 0
-    return sweep.report(sweep.launch(overrides, args.multirun))
+def cmd_run(argv: list[str]) -> int:
+    """Train one run, or a grid with ``-m``: Hydra's app, with every Hydra flag (``--cfg``, ``--info``, ``-sc``...)."""
+    jobs = sweep.hydra_app(argv)
+    return sweep.report(jobs) if jobs else 0
+
+
+def complete(argv: list[str]) -> int:
+    """Answer the shell's completion query (``normexp -sc query=bash``, installed by ``normexp run -sc
+    install=bash``): Hydra completes a ``normexp run`` line as its app's line; otherwise the commands."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) > 1 and words[1] == "run" and (len(words) > 2 or line.endswith(" ")):
+        os.environ["COMP_LINE"] = line.replace(" run", "", 1)  # the line as a Hydra app's completion reads it
+        return cmd_run(argv)
+    print(" ".join(COMMANDS))
+    return 0
 
 
 def _claim_ids(names: Sequence[str]) -> list[str]:
@@ -159,12 +169,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The ``normexp`` argument parser."""
     main = argparse.ArgumentParser(prog="normexp", description=__doc__.split("\n")[0])
+    main.add_argument("--version", action="version", version=f"normexp {__version__}")
     sub = main.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train one run (or a grid with -m) from Hydra overrides")
-    run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma lists and the experiment's grid")
-    run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. norm=gn optim.lr=0.3")
-    run.set_defaults(func=cmd_run)
+    # `run` is dispatched to Hydra before parsing (see main); listed here for `normexp --help`
+    sub.add_parser("run", add_help=False, help="train one run (or a grid with -m): Hydra's app, see run --help")
 
     def claims_command(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
@@ -198,10 +207,18 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+COMMANDS = ("run", "reproduce", "verify", "figures", "collect", "list", "sync")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``normexp`` console script."""
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["run"]:
+            return cmd_run(argv[1:])
+        if argv[:1] and argv[0] in SHELL_COMPLETION:
+            return complete(argv)
+        args = parser().parse_args(argv)
         return args.func(args)
     except UserError as error:
         print(f"normexp: error: {error.message}", file=sys.stderr)

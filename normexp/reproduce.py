@@ -30,11 +30,11 @@ def results_dir(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Path:
 
 
 def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple[list[sweep.Job], int]:
-    """Run every experiment of ``claim`` at ``scale``; return its jobs and 1 if any run failed."""
+    """Run every experiment of ``claim`` at ``scale`` (``normexp run -m`` each); return its jobs and 1 if any run
+    failed."""
     jobs = []
     for experiment in claim.experiments:
-        overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra]
-        jobs += sweep.launch(overrides, multirun=True)
+        jobs += sweep.hydra_app(["-m", f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra])
     return jobs, sweep.report(jobs)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -47,11 +48,21 @@ def test_grid_of_four_runs_through_a_parallel_launcher(cli, out_dir: Path, launc
 
 def wandb_records(run_dir: Path, kind: str) -> list:
     """The records of type ``kind`` (``run``, ``history``, ``summary``, ...) in a run's offline W&B file, read with
-    wandb's own protobuf schema.
+    wandb's own protobuf schema, once the file holds the run's ``exit`` record (W&B's service writes it on its own
+    time after ``finish()`` returns).
 
     The file is a LevelDB-style log (wandb's ``datastore`` format): a 7-byte header, then 32 KiB blocks of records
     (crc32, length, type: full/first/middle/last) carrying serialized ``Record`` messages.
     """
+    for _ in range(300):
+        records = _wandb_file_records(run_dir)
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            break
+        time.sleep(0.1)
+    return [getattr(record, kind) for record in records if record.WhichOneof("record_type") == kind]
+
+
+def _wandb_file_records(run_dir: Path) -> list:
     from wandb.proto import wandb_internal_pb2
 
     (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
@@ -64,10 +75,8 @@ def wandb_records(run_dir: Path, kind: str) -> list:
         pending += data[position + 7 : position + 7 + length]
         position += 7 + length
         if block_kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record.FromString(pending)
+            records.append(wandb_internal_pb2.Record.FromString(pending))
             pending = b""
-            if record.WhichOneof("record_type") == kind:
-                records.append(getattr(record, kind))
     return records
 
 
