@@ -96,5 +96,5 @@ def reproduce(
     figures = draw(claim, results, target)
     verdict = judge(claim, results, scale, target)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
-    tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), Path(out_dir))
+    tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), target, Path(out_dir))
     return verdict, status
