@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from normexp import __version__, claims, reproduce, sweep
+from normexp.analysis import aggregate, load_runs, varying_columns
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
+from normexp.rundir import CONFIG_FILE, atomic_write
 
 SCALES = ("smoke", "cpu", "paper")
 SHELL_COMPLETION = ("-sc", "--shell-completion")
@@ -120,6 +122,35 @@ def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
     )
 
 
+def run_folders(paths: Sequence[Path]) -> list[Path]:
+    """The run folders (those holding a ``config.yaml``) among ``paths`` and under them, e.g. a sweep's folder."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path} does not exist.", fix="give run folders or the folders that hold them")
+        found += [path] if (path / CONFIG_FILE).exists() else sorted(p.parent for p in path.rglob(CONFIG_FILE))
+    return list(dict.fromkeys(found))
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Any sweep's run folders into the tidy Parquet table, and its seed-aggregated table in the terminal."""
+    folders = run_folders(args.run_dirs)
+    runs, summary = load_runs(folders)
+    if summary.empty:
+        raise UserError(f"no run folders under {' '.join(map(str, args.run_dirs))}.", fix="give a sweep's folder")
+    atomic_write(args.out, lambda f: runs.to_parquet(f, index=False), mode="wb")
+    metric = f"final/{args.metric}"
+    if metric not in summary:
+        choices = sorted(c.removeprefix("final/") for c in summary if c.startswith("final/"))
+        raise UserError(f"the runs recorded no {args.metric}.", choices=choices, fix="pass --metric <one of them>")
+    cells = [column for column in varying_columns(summary) if column != "seed"]
+    table = aggregate(summary, cells, metric) if cells else aggregate(summary.assign(cell="all"), ["cell"], metric)
+    print(f"{len(summary)} run(s) -> {args.out} (tidy: run_id, config columns, step, metric, value)")
+    print(f"{args.metric} across seeds:")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Upload the offline W&B runs under the output folder (``wandb sync``)."""
     offline = sorted(Path(args.out_dir).glob("**/wandb/offline-run-*"))
@@ -190,6 +221,12 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     ver.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     claims_command("figures", cmd_figures, "redraw claims' figures from stored results only")
+
+    col = sub.add_parser("collect", help="run folders (any sweep's) -> tidy Parquet and a seed-aggregated table")
+    col.add_argument("run_dirs", nargs="+", type=Path, help="run folders, or folders holding them (a sweep's)")
+    col.add_argument("--out", type=Path, default=Path("runs.parquet"), help="the tidy table (default runs.parquet)")
+    col.add_argument("--metric", default="test/acc", help="final metric to aggregate across seeds")
+    col.set_defaults(func=cmd_collect)
 
     syn = sub.add_parser("sync", help="upload offline W&B runs (wandb sync)")
     syn.add_argument("--out-dir", default="runs", help="where run folders are")

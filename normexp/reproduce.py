@@ -18,7 +18,10 @@ from normexp.claims import Claim, Results, Verdict
 from normexp.errors import UserError
 from normexp.rundir import atomic_write, write_json
 
-RESULTS_DIR = Path("results")
+REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS_DIR = REPOSITORY_RESULTS if REPOSITORY_RESULTS.is_dir() else Path("results")
+"""Where results are stored and read: the repository's ``results/`` when normexp runs from a checkout (whatever
+the working folder), else ``results/`` in the working folder; ``--results`` names another."""
 RUNS_TABLE = "runs.parquet"
 SUMMARY_TABLE = "summary.csv"
 VERDICT_FILE = "verdict.json"
