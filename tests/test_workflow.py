@@ -274,10 +274,13 @@ def test_reproduce_logs_results_as_an_artifact_of_one_figures_run(cli, tmp_path:
         cli(*args, *extra)
     figures_runs = sorted(out_dir.glob("wandb/offline-run-*"))
     assert len({folder.name.rsplit("-", 1)[1] for folder in figures_runs}) == 1  # one stable id per claim+scale
-    records = [_wandb_file_records_of(folder) for folder in figures_runs]
-    for run_records in records:
-        (run,) = [r.run for r in run_records if r.WhichOneof("record_type") == "run"]
-        (artifact,) = [r.artifact for r in run_records if r.WhichOneof("record_type") == "artifact"]
-        assert (run.job_type, artifact.name, artifact.type) == ("figures", "ioffe2015-fig1-smoke", "results")
+    records = [record for folder in figures_runs for record in _wandb_file_records_of(folder)]
+    kinds = [record.WhichOneof("record_type") for record in records]
+    runs = [record.run for record, kind in zip(records, kinds, strict=True) if kind == "run"]
+    artifacts = [record.artifact for record, kind in zip(records, kinds, strict=True) if kind == "artifact"]
+    results_artifacts = [artifact for artifact in artifacts if artifact.type == "results"]  # besides W&B's tables
+    assert {run.job_type for run in runs} == {"figures"} and len(results_artifacts) == 2  # one per reproduce
+    for artifact in results_artifacts:
+        assert artifact.name == "ioffe2015-fig1-smoke"
         stored = {entry.path for entry in artifact.manifest.contents}
         assert {"runs.parquet", "summary.csv", "verdict.json"} <= stored
