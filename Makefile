@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 CLAIM ?= ioffe2015-fig1
 SCALE ?= cpu
+# Extra Hydra overrides for `make reproduce`, space-separated: make reproduce OVERRIDES="data.download=true seed=0,1"
+OVERRIDES ?=
 # CPU scales run one process per core; a paper-scale grid on a GPU box runs in process (launcher=joblib gpus=N spreads it).
 LAUNCHER ?= $(if $(filter cpu smoke,$(SCALE)),joblib,basic)
 BIN := $(VENV)/bin
@@ -30,7 +32,7 @@ data:
 	fi
 
 reproduce: install data
-	$(BIN)/normexp reproduce $(CLAIM) --scale $(SCALE) --override launcher=$(LAUNCHER)
+	$(BIN)/normexp reproduce $(CLAIM) --scale $(SCALE) --override launcher=$(LAUNCHER) $(foreach o,$(OVERRIDES),--override $(o))
 
 test: install data
 	$(BIN)/python -m pytest

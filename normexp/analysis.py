@@ -14,9 +14,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, flatten, read_metrics_log, read_summary
+from normexp.identity import flatten, folder_excluded_keys
+from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
+from normexp.tracking import STEP_AXES
 
-RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s")
+RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s", "git_sha", "git_dirty")
+"""Summary columns that describe how a run went, not what it computes."""
 
 
 def _run_id(run_dir: Path) -> str:
@@ -59,13 +62,42 @@ def load_runs(
     return runs[["run_id", *config_columns, "step", "metric", "value"]], summary
 
 
+def wandb_frames(wandb_runs: Iterable[Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(runs, summary)`` in :func:`load_runs`'s layout from W&B runs, e.g. ``wandb.Api().runs("entity/project",
+    filters={"group": "ioffe2015-fig1"})``: W&B holds each run's resolved config, its metrics by training step and
+    the summary normexp wrote (status, final/*), so the same groupby and :func:`aggregate` apply."""
+    rows, frames = [], []
+    for run in wandb_runs:
+        run_id = f"{run.group}/{run.config['scale_name']}/{run.name}"  # the folder's experiment/scale/name, as _run_id
+        summary = dict(run.summary)
+        rows.append(
+            {"run_id": run_id, **flatten(dict(run.config)), "status": summary.get("status")}
+            | {key: value for key, value in summary.items() if key.startswith("final/")}
+        )
+        history = run.history(pandas=True)
+        metrics = [c for c in history.columns if not c.startswith("_") and c not in STEP_AXES]
+        long = history.melt(id_vars="_step", value_vars=metrics, var_name="metric").dropna(subset=["value"])
+        frames.append(long.rename(columns={"_step": "step"}).assign(run_id=run_id))
+    summary = pd.DataFrame(rows)
+    if summary.empty:
+        return pd.DataFrame(columns=["run_id", "step", "metric", "value"]), summary
+    columns = varying_columns(summary)
+    runs = pd.concat(frames, ignore_index=True).merge(summary[["run_id", *columns]], on="run_id")
+    return runs[["run_id", *columns, "step", "metric", "value"]], summary
+
+
 def varying_columns(summary: pd.DataFrame) -> list[str]:
-    """Config columns whose value differs between runs (the grid's axes), plus ``seed``."""
-    skip = set(RUN_COLUMNS) | {"out_dir", "device"}
+    """Config columns whose value differs between runs (the grid's axes), plus ``seed``. Keys that do not change what
+    a run computes (the run folder's ``exclude_keys``: launcher, device, logger, threads, data.root, ...) are never
+    an axis: a grid cell run partly under one launcher and partly under another is still one cell."""
+    excluded = folder_excluded_keys()
     columns = [
         c
         for c in summary.columns
-        if c not in skip and not c.startswith("final/") and summary[c].astype(str).nunique() > 1
+        if c not in RUN_COLUMNS
+        and not c.startswith("final/")
+        and not any(c == key or c.startswith(f"{key}.") for key in excluded)
+        and summary[c].astype(str).nunique() > 1
     ]
     return sorted(set(columns) | ({"seed"} & set(summary.columns)))
 

@@ -6,8 +6,8 @@
 
 What is compared, for one experiment's composed config at a scale (probes off: they measure, they do not train):
 
-* ``runner``: :func:`normexp.runner.train` as a black box, logging, progress bar and checkpointing at the config's
-  settings; evaluation only at step 0 and after the last step, outside the timed window.
+* ``runner``: :func:`normexp.training.runner.train` as a black box, logging, progress bar and checkpointing at the
+  config's settings; evaluation only at step 0 and after the last step, outside the timed window.
 * ``bare``: a hand-written loop over the same model, data (resident on the same device), optimizer, lr schedule
   and batch size: sample, forward, loss, backward, step. Nothing else.
 * ``bare+<switches>``: the bare loop with switches of :mod:`normexp.accel` (``bf16``, ``channels_last``,
@@ -34,7 +34,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -44,24 +44,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from torch import nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
-from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from normexp import (
     accel,
     analysis,
-    claims,  # noqa: F401 - loading the claims registers the config resolvers (div) experiments use
-    data,
-    models,
-    norms,
-    optim,
-    runner,
-    tasks,
+    tables,
 )
-from normexp.config import compose_config, norm_options
-from normexp.data.splits import Splits
+from normexp.config import compose_config
 from normexp.errors import ConfigError
-from normexp.fused import FusedRuns
+from normexp.training import runner
+from normexp.training.assemble import assemble, select_device
+from normexp.training.batches import Batches, LoaderBatches
+from normexp.training.fused import FusedRuns
 
 RESULTS_DIR = Path("results/bench")
 EXPERIMENTS = (
@@ -195,9 +190,10 @@ def with_steps(cfg: DictConfig, steps: int) -> DictConfig:
 
 
 def time_runner(cfg: DictConfig, warmup: int, steps: int) -> Window:
-    """Time steps ``(warmup, warmup + steps]`` of :func:`normexp.runner.train` on ``cfg`` (in a scratch folder)."""
+    """Time steps ``(warmup, warmup + steps]`` of :func:`normexp.training.runner.train` on ``cfg`` (in a scratch
+    folder)."""
     cfg = with_steps(cfg, warmup + steps)
-    clock = StepClock(warmup, warmup + steps, runner.select_device(cfg.device))
+    clock = StepClock(warmup, warmup + steps, select_device(cfg.device))
     with tempfile.TemporaryDirectory(prefix="normexp-bench-") as scratch, clock:
         runner.train(cfg, Path(scratch) / "run")
     return clock.window()
@@ -205,22 +201,19 @@ def time_runner(cfg: DictConfig, warmup: int, steps: int) -> Window:
 
 @dataclass
 class BareLoop:
-    """What the bare loop trains: built from the same registries as the runner, nothing else."""
+    """What the bare loop trains: an assembled run's model, optimizer, schedule, batches and loss, nothing else."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
-    batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
+    batches: Batches | LoaderBatches
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    augment: Callable[[torch.Tensor], torch.Tensor] | None
     device: torch.device
     fast: accel.FastPath
 
     def step(self) -> None:
         """One optimizer step on the next batch."""
-        x, y = next(self.batches)
-        if self.augment is not None:
-            x = self.augment(x)
+        x, y = self.batches.next()
         self.optimizer.zero_grad(set_to_none=True)
         with accel.autocast(self.device, self.fast.bf16):
             loss = self.loss(self.model(x), y)
@@ -230,71 +223,23 @@ class BareLoop:
 
 
 def build_bare(cfg: DictConfig, steps: int, variant: str = "") -> BareLoop:
-    """The bare loop for ``cfg``, with fast-path switches or ``loader`` in ``variant`` (e.g. ``"bf16+compile"``)."""
+    """The bare loop for ``cfg`` (``steps`` long), with fast-path switches or ``loader`` in ``variant`` (e.g.
+    ``"bf16+compile"``), assembled as the runner assembles its run."""
     if cfg.train.accumulate != 1 or cfg.train.norm_batch is not None:
         raise ConfigError(
             "the bare loop forwards whole batches: train.accumulate and train.norm_batch are not benchmarked.",
             fix="--override train.accumulate=1 --override train.norm_batch=null",
         )
-    device = runner.select_device(cfg.device)
-    use_loader = LOADER in variant.split("+")
-    fast = accel.FastPath.parse("+".join(v for v in variant.split("+") if v != LOADER))
-    fast.check(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    runner.set_deterministic(cfg.deterministic)
-    runner.seed_everything(cfg.seed)
-    splits = data.load(cfg.data, seed=cfg.seed)
-    fmt = accel.memory_format(fast)
-    splits = replace(splits, train_x=accel.to_memory_format(splits.train_x, fmt))  # once: batches gathered keep it
-    if not use_loader:
-        splits = splits.to(device)
-    model = models.build(cfg.model, norms.NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
-    model.to(device=device, memory_format=fmt)
-    batch = cfg.train.batch_size
-    norms.data_dependent_init(model, splits.train_x[:batch].to(device))
-    optimizer, scheduler = optim.build(
-        model.parameters(), cfg.optim, cfg.schedule, steps, optim.scaled_lr(cfg.optim, batch)
-    )
-    batches = loader_batches(splits, batch, device) if use_loader else resident_batches(splits, batch, device)
-    model.train()
-    if fast.compile:
-        accel.compile_model(model)
-    if fast.cuda_graphs:
-        model = accel.graph_training_step(model, splits.train_x[:batch].to(device), bf16=fast.bf16)
-    loss = tasks.of(cfg.data).training_loss
-    return BareLoop(model, optimizer, scheduler, batches, loss, splits.augment, device, fast)
-
-
-def resident_batches(splits: Splits, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Shuffled batches gathered on the device from a permutation drawn there: no host transfer, no sync."""
-    n = len(splits.train_x)
-    while True:
-        order = torch.randperm(n, device=device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            indices = order[start : start + batch_size]
-            yield splits.train_x[indices], splits.train_y[indices]
-
-
-def loader_batches(splits: Splits, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
-    """Shuffled batches from a ``DataLoader`` with two worker processes over host tensors, copied to the device
-    (from pinned memory on CUDA): the usual input pipeline the resident data replace."""
-    loader = DataLoader(
-        TensorDataset(splits.train_x, splits.train_y),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        num_workers=2,
-        persistent_workers=True,
-        pin_memory=device.type == "cuda",
-    )
-    for x, y in itertools.chain.from_iterable(itertools.repeat(loader)):
-        yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+    switches = variant.split("+")
+    fast_path = "+".join(v for v in switches if v != LOADER) or "none"
+    run = assemble(OmegaConf.merge(with_steps(cfg, steps), {"fast_path": fast_path}), loader=LOADER in switches)
+    run.model.train()
+    return BareLoop(run.model, run.optimizer, run.scheduler, run.batches, run.task.training_loss, run.device, run.fast)
 
 
 def time_bare(cfg: DictConfig, warmup: int, steps: int, variant: str = "") -> Window:
     """Time steps ``(warmup, warmup + steps]`` of the bare loop (setup, warm-up and compilation before them)."""
-    device = runner.select_device(cfg.device)
+    device = select_device(cfg.device)
     with StepClock(warmup, warmup + steps, device) as clock:
         bare = build_bare(cfg, warmup + steps, variant)
         for _ in range(warmup + steps):
@@ -306,7 +251,7 @@ def flops_per_step(cfg: DictConfig) -> float:
     """FLOPs of one training forward and backward (``torch.utils.flop_counter``: matmuls, convolutions and
     attention; norms and elementwise ops are not counted)."""
     bare = build_bare(cfg, steps=1)
-    x, y = next(bare.batches)
+    x, y = bare.batches.next()
     with FlopCounterMode(display=False) as counter:
         bare.loss(bare.model(x), y).backward()
     return float(counter.get_total_flops())
@@ -370,7 +315,7 @@ def window_row(cfg: DictConfig, impl: str, repeat: int, window: Window, members:
         "members": members,
         "warmup_s": window.warmup_seconds,
         "batch_size": cfg.train.batch_size,
-        "device": device_slug(runner.select_device(cfg.device)),
+        "device": device_slug(select_device(cfg.device)),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
@@ -408,8 +353,6 @@ SUMMARIZED = ("steps_per_s", "samples_per_s", "ratio", "cpu_ratio", "speedup", "
 def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: bool = False) -> str:
     """The summary as aligned text, or as a Markdown table: ``ratio`` is the column shown against the baseline
     (``ratio``: time / bare; ``speedup``: serial time / fused time)."""
-    from normexp.cli import _markdown_table, _text_table  # shared table formatting (lazily: cli imports much)
-
     label = {"ratio": "time / bare", "speedup": "speedup"}[ratio]
     has_peak = "peak_bf16_fraction" in table and table["peak_bf16_fraction"].notna().any()
     header = [*by, "impl", "steps/s (IQR)", "samples/s", f"{label} (IQR)", "CPU time / base"]
@@ -426,7 +369,7 @@ def format_table(table: pd.DataFrame, by: Sequence[str], ratio: str, markdown: b
         + ([f"{r.achieved_flops / 1e12:.1f}", f"{100 * r.peak_bf16_fraction:.2f}"] if has_peak else [])
         for r in table.itertuples()
     ]
-    return (_markdown_table if markdown else _text_table)(header, rows)
+    return tables.render(header, rows, markdown)
 
 
 def overhead_line(frame: pd.DataFrame) -> str:
@@ -461,7 +404,7 @@ def bench_experiment(
         "runner": partial(time_runner, cfg, warmup, steps),
         "bare": partial(time_bare, cfg, warmup, steps),
     } | fast
-    flops, peak = flops_per_step(cfg), peak_bf16_flops(runner.select_device(cfg.device), peak_tflops)
+    flops, peak = flops_per_step(cfg), peak_bf16_flops(select_device(cfg.device), peak_tflops)
     rows = [
         window_row(cfg, impl, repeat, window) | {"warmup_steps": warmup, "flops_per_step": flops}
         for repeat, impl, window in alternate(measure, repeats, optional=list(fast))
@@ -484,10 +427,10 @@ FUSED_BATCHES = (1, 8, 64)
 def time_fused(cfgs: Sequence[DictConfig], warmup: int, steps: int) -> Window:
     """Time fused steps ``(warmup, warmup + steps]`` of the members ``cfgs`` (each step advances every member)."""
     cfgs = [with_steps(cfg, warmup + steps) for cfg in cfgs]
-    with StepClock(warmup, warmup + steps, runner.select_device(cfgs[0].device)) as clock:
+    with StepClock(warmup, warmup + steps, select_device(cfgs[0].device)) as clock:
         fused = FusedRuns(cfgs)
-        for _ in range(warmup + steps):
-            fused.train_step()
+        for step in range(1, warmup + steps + 1):
+            fused.train_step(step)
     return clock.window()
 
 
@@ -540,7 +483,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Benchmark, write the CSV, print the summary table and, last, the headline number."""
-    device = runner.select_device(args.device)
+    device = select_device(args.device)
     frame, by, ratio, headline = (run_fused if args.fused else run_overhead)(args, device)
     name = f"{'fused-' if args.fused else ''}{device_slug(device)}{'-quick' if args.quick else ''}.csv"
     out = args.out or RESULTS_DIR / name

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from normexp import __version__, claims, reproduce, sweep
+from normexp import __version__, claims, reproduce, sweep, tables
 from normexp.analysis import aggregate, load_runs, varying_columns
+from normexp.claims import sensitivity
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
 from normexp.rundir import CONFIG_FILE, atomic_write
@@ -78,7 +79,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     for claim_id in _claim_ids(args.claims):
         claim = claims.get(claim_id)
         target = reproduce.results_dir(claim_id, args.scale, args.results)
-        for path in reproduce.draw(claim, reproduce.load(claim_id, args.scale, args.results), target):
+        for path in reproduce.draw(claim, reproduce.load(claim_id, args.scale, args.results), target, args.scale):
             print(path)
     return 0
 
@@ -98,8 +99,8 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
         for v in verdicts
     ]
     header = ("claim", "paper's figure", "our figure", "verdict", "n runs")
-    print(_markdown_table(header, rows) if markdown else _text_table(header, rows))
-    bullet, marks = ("- ", ("✅", "❌")) if markdown else ("  ", ("PASS", "FAIL"))
+    print(tables.render(header, rows, markdown))
+    bullet = "- " if markdown else "  "
     for v in verdicts:
         print(
             f"\n{'**' if markdown else ''}{v.claim}{'**' if markdown else ''} [{v.scale}]: {v.verdict}"
@@ -107,19 +108,10 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
             + ("\n" if markdown else "")
         )
         for check in v.checks:
-            print(f"{bullet}{marks[0] if check.passed else marks[1]} {check.name}: {check.measured}")
-
-
-def _markdown_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
-
-
-def _text_table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in [header, *rows]
-    )
+            print(f"{bullet}{claims.mark(check, markdown)} {check.name}: {check.measured}")
+        if v.sensitivity:
+            print(f"\nsensitivity map of {v.claim} (each criterion at every setting; number: its margin):\n")
+            print(sensitivity.map_table(v, markdown))
 
 
 def run_folders(paths: Sequence[Path]) -> list[Path]:

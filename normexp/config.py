@@ -11,8 +11,6 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from hydra import compose, initialize_config_dir
@@ -26,9 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normexp.errors import ConfigError
-from normexp.identity import run_name
+from normexp.identity import ROOT_CONFIG, run_name
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = ROOT_CONFIG.parent
 """The Hydra config tree, shipped inside the package (a non-editable install has it too)."""
 
 
@@ -75,6 +73,7 @@ class ScheduleConfig:
     milestones: list[int] = field(default_factory=list)  # `step`: steps where the lr is multiplied by gamma
     gamma: float = 0.1
     min_factor: float = 0.0  # `cosine`: final lr as a fraction of optim.lr
+    decay_start: int | None = None  # `inverse_sqrt`: the step its decay starts from; None: the warm-up's end
 
 
 @dataclass
@@ -115,14 +114,6 @@ class NormexpConfig:
     probes: dict[str, Any] = field(default_factory=dict)
 
 
-@cache
-def folder_excluded_keys() -> tuple[str, ...]:
-    """The keys that name no run folder because they do not change what a run computes (``exclude_keys`` in
-    ``normexp/configs/config.yaml``)."""
-    root = OmegaConf.load(CONFIG_DIR / "config.yaml")
-    return tuple(root.hydra.job.config.override_dirname.exclude_keys)
-
-
 def workers(gpus: int) -> int:
     """Parallel local workers: one per GPU, or one per CPU core this process may use without GPUs (a SLURM or
     ``taskset`` allocation can be fewer cores than the machine has)."""
@@ -133,11 +124,16 @@ def workers(gpus: int) -> int:
     return os.cpu_count() or 1
 
 
+def div(numerator: Any, denominator: Any) -> int:
+    """``${div:a,b}``: integer division in configs (the batch-size grid's steps = images // batch)."""
+    return int(numerator) // int(denominator)
+
+
 def register() -> None:
-    """Register the schema and the resolvers (``run_name``: :func:`normexp.identity.run_name`, ``workers``);
-    idempotent."""
+    """Register the schema and the resolvers (``run_name``: :func:`normexp.identity.run_name`, ``workers``,
+    ``div``); idempotent."""
     ConfigStore.instance().store(name="normexp_schema", node=NormexpConfig)
-    for name, resolver in (("run_name", run_name), ("workers", workers)):
+    for name, resolver in (("run_name", run_name), ("workers", workers), ("div", div)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, resolver)
 
@@ -361,22 +357,15 @@ def _check_model_and_probes(cfg: DictConfig) -> None:
     probe naming a layer the model lacks, fails here rather than an hour into a sweep."""
     import torch
 
-    from normexp import data, models, probes
-    from normexp.norms import NormSpec
+    from normexp import data, models, probes, tasks
 
     tiny = OmegaConf.merge(cfg.data, {"synthetic": True, "train_size": 2, "test_size": 2})
     splits = data.load(tiny)
     with _options_of("model and norm"), torch.no_grad():
-        model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), splits.input_shape, splits.num_classes)
+        model = models.from_config(cfg, splits.input_shape, splits.num_classes)
         model(splits.train_x)
     with _options_of("probes"):
-        probes.build(cfg.probes, model, splits)
-
-
-def norm_options(cfg: DictConfig) -> dict[str, Any]:
-    """The norm section as keyword arguments of :meth:`NormSpec.parse` (``spec`` plus its options)."""
-    options = OmegaConf.to_container(cfg.norm, resolve=True)
-    return {"spec": options.pop("name", "none"), **options}
+        probes.build(cfg.probes, model, splits, tasks.of(cfg.data))
 
 
 def _check_choice(group: str, name: Any, choices: Any) -> None:

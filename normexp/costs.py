@@ -5,7 +5,7 @@ on generated files in the datasets' real formats, projected to GPU-hours.
 
 A **cost cell** is the runs of a paper-scale grid that do the same work per step: they differ only in
 :data:`COST_FREE_KEYS` (seed, learning rate, warm-up length). Each cell is trained once, in process, through
-:func:`normexp.runner.train` at its paper-scale config (probes, logging and evaluation as configured), on files
+:func:`normexp.training.runner.train` at its paper-scale config (probes, logging and evaluation as configured), on files
 written by :mod:`normexp.data.generated`: ``warmup + steps`` steps, with one evaluation and one checkpoint placed
 inside the timed steps. A mark at every optimizer step (CUDA events on GPU) gives
 
@@ -42,13 +42,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.optim.optimizer import register_optimizer_step_post_hook
 from torchvision import datasets
 
-from normexp import claims, runner
+from normexp import claims, tables
 from normexp.bench import device_slug
 from normexp.config import CONFIG_DIR, compose_config, expand_grid
 from normexp.data import generated
 from normexp.errors import UserError
-from normexp.fused import MEMBER_KEYS
 from normexp.rundir import atomic_write
+from normexp.training import runner
+from normexp.training.assemble import select_device
+from normexp.training.fused import MEMBER_KEYS
 
 COST_FREE_KEYS = (*MEMBER_KEYS, "schedule.warmup_steps")
 """Grid keys whose values change what a run learns but not the work of a step."""
@@ -163,7 +165,7 @@ def paper_counts(train: DictConfig) -> dict[str, int]:
 
 def measure(cfg: DictConfig, warmup: int, steps: int) -> dict[str, Any]:
     """Train ``cfg`` for a slice of ``warmup + steps`` steps (or whole, if no longer) and return the timings."""
-    device = runner.select_device(cfg.device)
+    device = select_device(cfg.device)
     whole = cfg.train.steps <= warmup + steps
     if not whole:
         evaluate, save = special_steps(warmup, steps)
@@ -266,8 +268,6 @@ def claim_table(experiments: pd.DataFrame) -> pd.DataFrame:
 
 def markdown(frame: pd.DataFrame) -> str:
     """The claim and experiment tables as Markdown, with what produced them."""
-    from normexp.cli import _markdown_table  # shared table formatting (lazily: cli imports much)
-
     experiments = experiment_table(frame)
     first = frame.iloc[0]
     hours = "GPU-hours" if first["cuda_device"] else "hours"
@@ -285,11 +285,11 @@ def markdown(frame: pd.DataFrame) -> str:
             f"CUDA {first['cuda']}), its runs one after another, from slices of {first['warmup_steps']} + "
             f"{first['timed_steps']} timed steps per cost cell (`scripts/paper_costs.py`):",
             "",
-            _markdown_table(["claim", "experiments", "runs", hours], claim_rows)
+            tables.markdown(["claim", "experiments", "runs", hours], claim_rows)
             if claim_rows
             else "(no claim has all its experiments sliced)",
             "",
-            _markdown_table(["experiment", "runs", "cells sliced", "steps/s (over cells)", hours], experiment_rows),
+            tables.markdown(["experiment", "runs", "cells sliced", "steps/s (over cells)", hours], experiment_rows),
             "",
         ]
     )
@@ -312,7 +312,7 @@ def slice_all(args: argparse.Namespace, root: Path) -> pd.DataFrame:
     grids = sorted((cost_cells(experiment) for experiment in args.experiments), key=len)  # small grids first
     cells = [cell for grid in grids for cell in grid]
     configs = [slice_config(cell, root, args.device, args.overrides) for cell in cells]
-    device = runner.select_device(args.device)
+    device = select_device(args.device)
     earlier = completed_cells(args.out)
     started, rows = time.monotonic(), []
     with ExitStack() as patches:
@@ -372,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = sorted(set(args.experiments) - {p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml")})
     if unknown:
         parser.error(f"unknown experiment {', '.join(unknown)}; choices: {' '.join(paper_experiments())}")
-    args.out = args.out or RESULTS_DIR / f"paper-costs-{device_slug(runner.select_device(args.device))}.csv"
+    args.out = args.out or RESULTS_DIR / f"paper-costs-{device_slug(select_device(args.device))}.csv"
     with tempfile.TemporaryDirectory(prefix="normexp-data-") as scratch:
         try:
             frame = slice_all(args, args.data or Path(scratch))

@@ -1,19 +1,68 @@
-"""What names a run: its folder, from the run's resolved values in one normal form.
+"""What names a run and what it computes, in one place: its folder's name, from the run's resolved values in one
+normal form; the config keys that do not change a run; the run's identity (its resolved config without them) and
+the hash of that identity.
 
 A run folder is named by the keys the command line (or the experiment's grid) sets, each with the value the run
 *resolved* for it, written in one normal form (:func:`normal_form`): ``optim.lr=1e-3`` and ``optim.lr=0.001``
 name the same folder, and so do ``1`` and ``1.0`` where the key is a float. Planning, training, skipping and
 collecting all read the folder from the composed config's ``hydra.run.dir`` or ``hydra.sweep.subdir``, which call
-:func:`run_name` through the ``${run_name:}`` resolver, so they cannot disagree.
+:func:`run_name` through the ``${run_name:}`` resolver, so they cannot disagree. The keys that do not change what a
+run computes (``exclude_keys`` in ``normexp/configs/config.yaml``: out_dir, logger, device, seed, which the folder
+name holds anyway, ...) name no folder and are left out of the identity alike. A run's summary and checkpoint hold
+:func:`config_hash`, so a relaunch notices when the experiment's YAML changed under it; the hash is computed once
+per job and handed on (planning, the runner, its checkpoints and summary).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf
+
+ROOT_CONFIG = Path(__file__).resolve().parent / "configs" / "config.yaml"
+"""The root of the Hydra config tree (shipped inside the package), where ``exclude_keys`` is set."""
+
+
+@cache
+def folder_excluded_keys() -> tuple[str, ...]:
+    """The keys that name no run folder because they do not change what a run computes (``exclude_keys`` in
+    ``normexp/configs/config.yaml``)."""
+    root = OmegaConf.load(ROOT_CONFIG)
+    return tuple(root.hydra.job.config.override_dirname.exclude_keys)
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their string form (one column each)."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat |= flatten(value, f"{name}.")
+        else:
+            flat[name] = str(value) if isinstance(value, list) else value
+    return flat
+
+
+def identity(resolved: dict[str, Any]) -> dict[str, Any]:
+    """What a run computes, as flat ``key: value`` pairs: its resolved config without :func:`folder_excluded_keys`."""
+    excluded = folder_excluded_keys()
+    return {
+        key: value
+        for key, value in flatten(resolved).items()
+        if not any(key == name or key.startswith(name + ".") for name in excluded)
+    }
+
+
+def config_hash(resolved: dict[str, Any]) -> str:
+    """A short hash of :func:`identity`: equal for two configs exactly when they train the same run."""
+    text = json.dumps(identity(resolved), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def normal_form(value: Any) -> str:

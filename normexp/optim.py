@@ -43,7 +43,9 @@ def _cosine(cfg: Any, total_steps: int) -> Callable[[int], float]:
 def _inverse_sqrt(cfg: Any, total_steps: int) -> Callable[[int], float]:
     # Vaswani et al. 2017, eq. 3, as Xiong et al. 2020 use it: with warm-up, the t-th update (t = step + 1) runs at
     # lr_max * min(t / warmup, sqrt(warmup / t)), peaking at t = warmup. Without warm-up, lr_max / sqrt(t).
-    pivot = max(cfg.warmup_steps, 1)
+    # decay_start moves the start of the decay off the warm-up's end: runs that differ in warm-up alone then share
+    # the same lr after it (lr_max * sqrt(decay_start / t) past decay_start).
+    pivot = max(cfg.get("decay_start") or cfg.warmup_steps, 1)
     return lambda step: math.sqrt(pivot / max(step + 1, pivot))
 
 

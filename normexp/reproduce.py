@@ -1,7 +1,8 @@
 """From a claim to stored results, figures and a verdict under ``results/<claim>/<scale>/``.
 
 ``reproduce`` runs the claim's grid (finished runs are skipped), then :func:`store` writes the tidy tables,
-:func:`draw` the figures and :func:`judge` the verdict. ``verify`` and ``figures`` read the stored tables only.
+:func:`analyse` computes what the claim needs from the finished runs (its loss surfaces), :func:`draw` the figures
+and :func:`judge` the verdict. ``verify`` and ``figures`` read stored results only: they never train or evaluate.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from omegaconf import OmegaConf
 
 from normexp import claims, sweep, tracking
 from normexp.analysis import load_runs
-from normexp.claims import Claim, Results, Verdict
+from normexp.claims import Claim, Results, Verdict, sensitivity
 from normexp.errors import UserError
 from normexp.rundir import atomic_write, write_json
 
@@ -33,12 +34,23 @@ def results_dir(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Path:
 
 
 def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple[list[sweep.Job], int]:
-    """Run every experiment of ``claim`` at ``scale`` (``normexp run -m`` each); return its jobs and 1 if any run
-    failed."""
+    """Run every experiment of ``claim`` at ``scale``, then its sensitivity grids (the same grid once per other
+    value of each open choice, :mod:`normexp.claims.sensitivity`); return the jobs and 1 if any run failed."""
     jobs = []
     for experiment in claim.experiments:
-        jobs += sweep.hydra_app(["-m", f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra])
+        overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={out_dir}", *extra]
+        jobs += sweep.launch(overrides, multirun=True)
+        for axis in open_choices(claim, scale, extra):
+            if axis.experiment == experiment:
+                jobs += [job for override in axis.overrides() for job in sweep.launch([*overrides, override], True)]
     return jobs, sweep.report(jobs)
+
+
+def open_choices(claim: Claim, scale: str, extra: list[str]) -> list[sensitivity.Axis]:
+    """The claim's open choices that ``extra`` leaves open: a choice the user overrides is theirs to set, so its
+    map is neither run nor judged."""
+    given = {override.split("=", 1)[0].lstrip("+~") for override in extra}
+    return [axis for axis in sensitivity.claim_axes(claim, scale) if axis.key not in given]
 
 
 def store(run_dirs: list[Path], target: Path) -> Results:
@@ -64,17 +76,37 @@ def load(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> Results:
         ) from None
 
 
-def judge(claim: Claim, results: Results, scale: str, target: Path | None = None) -> Verdict:
-    """The claim's verdict on ``results``; written to ``target/verdict.json`` when ``target`` is given."""
-    verdict = claim.verify(results, scale)
+def judge(
+    claim: Claim, results: Results, scale: str, target: Path | None = None, axes: list[sensitivity.Axis] | None = None
+) -> Verdict:
+    """The claim's verdict on ``results`` at its primary setting, with its sensitivity map over ``axes`` (default:
+    all its open choices); written to ``target/verdict.json`` when ``target`` is given."""
+    verdict = sensitivity.judge(claim, results, scale, axes)
     if target is not None:
         write_json(target / VERDICT_FILE, verdict.to_dict())
     return verdict
 
 
-def draw(claim: Claim, results: Results, target: Path) -> list[Path]:
-    """The claim's figures from ``results``, saved in ``target``."""
-    return claim.plot(results, target) if not results.summary.empty else []
+def analyse(claim: Claim, results: Results, target: Path) -> None:
+    """The post-training step: the claim's loss surfaces computed (or completed) from its runs' final checkpoints
+    into ``target``, where its figures read them."""
+    if claim.surfaces is not None and not results.summary.empty:
+        from normexp import landscapes  # loads and evaluates models: only when a claim needs it
+
+        landscapes.complete(claim.surfaces(results.summary), target)
+
+
+def draw(
+    claim: Claim, results: Results, target: Path, scale: str, axes: list[sensitivity.Axis] | None = None
+) -> list[Path]:
+    """The claim's figures from ``results`` at the primary setting, and its sensitivity map over ``axes`` (default:
+    all its open choices), saved in ``target``."""
+    if results.summary.empty:
+        return []
+    axes = sensitivity.claim_axes(claim, scale) if axes is None else axes
+    primary = sensitivity.select(results, axes)
+    figures = claim.plot(primary, target) if not primary.summary.empty else []
+    return figures + sensitivity.plot_map(sensitivity.judge(claim, results, scale, axes), target)
 
 
 def figures_of(claim_id: str, scale: str, root: Path = RESULTS_DIR) -> list[Path]:
@@ -96,8 +128,10 @@ def reproduce(
     jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
     results = store([job.run_dir for job in jobs], target)
-    figures = draw(claim, results, target)
-    verdict = judge(claim, results, scale, target)
+    analyse(claim, results, target)
+    axes = open_choices(claim, scale, extra)
+    figures = draw(claim, results, target, scale, axes)
+    verdict = judge(claim, results, scale, target, axes)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
     tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), target, Path(out_dir))
     return verdict, status

@@ -1,16 +1,15 @@
 """The run folder: resolved config, append-only metrics, Parquet metrics and ``summary.json``.
 
 A run folder is named by its overrides (see ``normexp/configs/config.yaml``), never by time, so relaunching a grid finds
-the runs it already finished; its summary and checkpoint hold a hash of the resolved config (:func:`config_hash`),
-so a relaunch notices when the experiment's YAML changed under a run. Every file a reader consumes is written
-atomically (temporary file, fsync, rename). While a run trains, its process holds the folder's lock
-(:func:`run_lock`), so two launches of the same run never train into one folder.
+the runs it already finished; its summary and checkpoint hold a hash of the resolved config
+(:func:`normexp.identity.config_hash`), so a relaunch notices when the experiment's YAML changed under a run.
+Every file a reader consumes is written atomically (temporary file, fsync, rename). While a run trains, its process
+holds the folder's lock (:func:`run_lock`), so two launches of the same run never train into one folder.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import platform
@@ -27,8 +26,6 @@ from typing import Any
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
-
-from normexp.config import folder_excluded_keys
 
 CONFIG_FILE = "config.yaml"
 METRICS_LOG = "metrics.jsonl"
@@ -142,36 +139,6 @@ def redact(tree: Any) -> Any:
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
     """The run's config, resolved and without secrets: what the run folder and trackers store."""
     return redact(OmegaConf.to_container(cfg, resolve=True))
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``; lists become their string form (one column each)."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat |= flatten(value, f"{name}.")
-        else:
-            flat[name] = str(value) if isinstance(value, list) else value
-    return flat
-
-
-def identity(resolved: dict[str, Any]) -> dict[str, Any]:
-    """What a run computes, as flat ``key: value`` pairs: its resolved config without the keys that name no run
-    folder because they do not change the run (``exclude_keys`` in ``normexp/configs/config.yaml``: out_dir, logger,
-    device, seed, which the folder name holds anyway, ...)."""
-    excluded = folder_excluded_keys()
-    return {
-        key: value
-        for key, value in flatten(resolved).items()
-        if not any(key == name or key.startswith(name + ".") for name in excluded)
-    }
-
-
-def config_hash(resolved: dict[str, Any]) -> str:
-    """A short hash of :func:`identity`: equal for two configs exactly when they train the same run."""
-    text = json.dumps(identity(resolved), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def save_config(run_dir: Path, cfg: DictConfig) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from hydra import version
 from hydra._internal.utils import _run_hydra, get_args_parser
@@ -38,11 +38,11 @@ from normexp.checkpoint import CHECKPOINT_FILE, stored_config_hash
 from normexp.config import CONFIG_DIR, NormexpConfig, one_paragraph, register, validate
 from normexp.devices import pin_worker_gpu
 from normexp.errors import ConfigError, UserError
+from normexp.identity import config_hash
 from normexp.rundir import (
     FINAL_STATUSES,
     RUNNING_ELSEWHERE,
     SUMMARY_FILE,
-    config_hash,
     is_finished,
     is_locked,
     is_over,
@@ -92,6 +92,12 @@ def hydra_app(argv: list[str]) -> list[Job]:
     except OSError as error:  # Hydra creates a single run's folder before its task starts
         raise ConfigError(f"cannot write to out_dir: {error.filename}: {error.strerror}.", fix=WRITABLE_FIX) from None
     return list(_launched)
+
+
+def launch(overrides: list[str], multirun: bool) -> list[Job]:
+    """``normexp run [-m] OVERRIDES`` from Python (``reproduce``, notebooks, scripts): plan, validate and run the
+    grid (``multirun``) or the single run; return the jobs (their summaries are in their folders)."""
+    return hydra_app((["-m"] if multirun else []) + list(overrides))
 
 
 @contextmanager
@@ -178,7 +184,7 @@ def plan(grid: list[list[str]], compose: Callable[[list[str]], DictConfig]) -> l
     for job in jobs:
         check_identity(job)
     if jobs and jobs[0].cfg.fuse:
-        from normexp import fused  # torch.func and the models: only when fusing
+        from normexp.training import fused  # torch.func and the models: only when fusing
 
         for cell in cells(jobs):
             fused.check_fusable([job.cfg for job in cell])
@@ -237,8 +243,8 @@ def job_config(cfg: DictConfig) -> DictConfig:
 
 
 def cells(jobs: list[Job]) -> list[list[Job]]:
-    """``jobs`` grouped into grid cells, runs that differ only in seed and lr (``normexp.fused.MEMBER_KEYS``)."""
-    from normexp import fused
+    """``jobs`` grouped into grid cells, runs that differ only in seed and lr (``fused.MEMBER_KEYS``)."""
+    from normexp.training import fused
 
     grouped: dict[str, list[Job]] = {}
     for job in jobs:
@@ -252,7 +258,9 @@ def cell_jobs(jobs: list[Job]) -> list[list[str]]:
     so each cell trains where the launcher puts it (a SLURM node, a joblib worker), not in the launching process."""
     batch = []
     for index, cell in enumerate(cells(jobs)):
-        members = [{"cfg": job.cfg, "run_dir": str(job.run_dir.resolve())} for job in cell]
+        members = [
+            {"cfg": job.cfg, "run_dir": str(job.run_dir.resolve()), "config_hash": job.config_hash} for job in cell
+        ]
         path = Path(cell[0].cfg.out_dir).resolve() / ".fused_cells" / f"{os.getpid()}-{index}.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(OmegaConf.create(members), path)
@@ -262,8 +270,10 @@ def cell_jobs(jobs: list[Job]) -> list[list[str]]:
 
 def train_cell_job(members_file: Path) -> dict[str, str]:
     """Train the fused cell that ``members_file`` lists (:func:`cell_jobs`), holding its runs' locks; a cell that
-    fails is recorded in its runs' summaries. Returns each run folder's status."""
-    from normexp import fused
+    fails is recorded in its runs' summaries; a stop signal ends the job once the cell is checkpointed. Returns
+    each run folder's status."""
+    from normexp.training.loop import Interrupted
+    from normexp.training.runner import train_cell
 
     schema = OmegaConf.structured(NormexpConfig)
     members = OmegaConf.load(members_file)
@@ -273,8 +283,11 @@ def train_cell_job(members_file: Path) -> dict[str, str]:
         if not all([locks.enter_context(run_lock(run_dir)) for run_dir in run_dirs]):
             print(f"skip the cell of {run_dirs[0]} ({RUNNING_ELSEWHERE}: a run's folder is locked)")
             return dict.fromkeys(map(str, run_dirs), RUNNING_ELSEWHERE)
+        _pin_gpu(cfgs[0])
         try:
-            summaries = fused.train_cell(cfgs, run_dirs)
+            summaries = train_cell(cfgs, run_dirs, [member.config_hash for member in members])
+        except Interrupted as preempted:
+            hand_on(preempted, f"the cell of {run_dirs[0]}")
         except Exception as error:
             summaries = [record_failure(run_dir, error) for run_dir in run_dirs]
     return {str(run_dir): summary["status"] for run_dir, summary in zip(run_dirs, summaries, strict=True)}
@@ -316,11 +329,12 @@ def run_job(cfg: DictConfig) -> dict[str, Any]:
         if not acquired:
             print(f"skip {run_dir} ({RUNNING_ELSEWHERE}: another process holds its lock)")
             return {"status": RUNNING_ELSEWHERE}
-        if is_finished(run_dir, config_hash(resolved_config(cfg))):
+        identity = config_hash(resolved_config(cfg))
+        if is_finished(run_dir, identity):
             summary = read_summary(run_dir)
             print(f"skip {run_dir} (already {summary['status']})")
             return summary
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, identity)
 
 
 def _plan_single_run(cfg: DictConfig, hydra: DictConfig) -> None:
@@ -345,20 +359,35 @@ def _remove_empty(folder: Path, until: Path) -> None:
             return
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, identity: str) -> dict[str, Any]:
     """Train the run; a failure is recorded in its summary, a stop signal handed on once it is checkpointed."""
-    from normexp.runner import Interrupted, train
+    from normexp.training.loop import Interrupted
+    from normexp.training.runner import train
 
-    pin_worker_gpu(cfg.gpus if cfg.launcher_name == "joblib" else 0)
+    _pin_gpu(cfg)
     try:
-        return train(cfg, run_dir)
-    except Interrupted as preempted:  # checkpointed: hand the signal on (default: stop; submitit's USR2: requeue)
-        print(f"run {run_dir} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
-        sys.stderr.flush()
-        preempted.preemption.forward()
-        raise SystemExit(1) from None
+        return train(cfg, run_dir, identity)
+    except Interrupted as preempted:
+        hand_on(preempted, f"run {run_dir}")
     except Exception as error:
         return record_failure(run_dir, error)
+
+
+def _pin_gpu(cfg: DictConfig) -> None:
+    """Pin a parallel worker (joblib) to a GPU of its own; other launchers give each job its own devices."""
+    pin_worker_gpu(cfg.gpus if cfg.launcher_name == "joblib" else 0)
+
+
+def hand_on(interrupted: Any, what: str) -> NoReturn:
+    """Say that ``what`` was interrupted and checkpointed, then hand the stop signal on (default: stop; submitit's
+    USR2: requeue) and end the process."""
+    print(f"{what} interrupted and checkpointed; relaunch the same command to resume", file=sys.stderr)
+    sys.stderr.flush()
+    try:
+        interrupted.preemption.forward()
+    except KeyboardInterrupt:  # Ctrl-C's default handler: stop with its status, without a traceback
+        raise SystemExit(130) from None
+    raise SystemExit(1) from None
 
 
 def record_failure(run_dir: Path, error: Exception) -> dict[str, Any]:

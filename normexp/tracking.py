@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from normexp.rundir import config_hash
+from normexp.identity import config_hash
 
 
 class Tracker:
@@ -24,6 +24,9 @@ class Tracker:
     def finish(self, summary: dict[str, Any]) -> None:
         """Record the run's final ``summary`` and close."""
 
+
+STEP_AXES = ("samples_seen", "epoch")
+"""The x-axes a W&B run logs beside its metrics at every step (:meth:`WandbTracker.log`)."""
 
 EXIT_CODES = {"completed": 0, "diverged": 1, "failed": 1, "interrupted": 130}
 """The exit code W&B records for a run's final status, so its UI shows failed and interrupted runs as such."""
@@ -95,8 +98,8 @@ def _start(init: Any, logger: dict[str, Any]) -> Any:
 def _define_metrics(run: Any) -> None:
     """``samples_seen`` and ``epoch`` as x-axes of every training and test metric; best test accuracy and loss
     as their summaries."""
-    run.define_metric("samples_seen")
-    run.define_metric("epoch")
+    for axis in STEP_AXES:
+        run.define_metric(axis)
     for pattern in ("train/*", "test/*", "lr", "probe/*", "grad/*"):
         run.define_metric(pattern, step_metric="samples_seen")
     run.define_metric("test/acc", step_metric="samples_seen", summary="max")

@@ -17,8 +17,9 @@ import dataclasses
 from pathlib import Path
 
 from normexp import plotting
-from normexp.claims.li2018 import plot_contour, plot_curve
-from normexp.probes.surface import SurfaceSettings, run_surface, surface_settings
+from normexp.claims.li2018 import contour_levels, plot_contour, plot_curve
+from normexp.grids import SurfaceSettings
+from normexp.landscapes import run_surface, surface_settings
 
 
 def add_setting_options(parser: argparse.ArgumentParser) -> None:
@@ -49,13 +50,13 @@ def main() -> None:
     path = out.with_suffix(".npz")
     kind = "interpolation" if args.to else f"{args.dims}d"
     grid = run_surface(kind, [args.run, *([args.to] if args.to else [])], path, settings, args.device)
-    fig, (ax,) = plotting.figure(width=4.5, height=4.0)
-    if args.to:
-        plot_curve(ax, [grid], args.run.name, f"α: (1 − α)·θ({args.run.name}) + α·θ({args.to.name})")
-    elif args.dims == 1:
-        plot_curve(ax, [grid], args.run.name, "α along a filter-normalized direction")
+    if args.dims == 2 and not args.to:
+        fig, (ax,) = plotting.figure(width="column", height=3.0)
+        fig.colorbar(plot_contour(ax, grid, args.run.name, contour_levels([grid])), ax=ax, label="training loss")
     else:
-        plot_contour(ax, grid, args.run.name)
+        fig, axes = plotting.figure(nrows=2, width="column", height=4.0, sharex=True)
+        line = f"α: (1 − α)·θ({args.run.name}) + α·θ({args.to.name})" if args.to else "α, filter-normalized direction"
+        plot_curve(axes, [grid], args.run.name, line)
     for saved in [path, *plotting.save(fig, out.parent, out.name)]:
         print(saved)
 

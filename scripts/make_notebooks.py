@@ -1,82 +1,163 @@
-"""Write ``notebooks/<claim>.ipynb`` for every registered claim, without outputs.
+"""Write ``notebooks/<claim>.ipynb`` for every registered claim, and ``notebooks/loading-runs.ipynb``, executed, with
+their outputs, so that GitHub shows their tables and figures.
 
-Each notebook loads the claim's stored results through ``normexp`` (no training), shows the per-run table and
-the seed statistics per grid cell (``normexp.analysis``), re-judges the claim and draws the same figures as
-``normexp figures``. Regenerate after adding a claim: ``python scripts/make_notebooks.py``; the test suite executes
-every notebook on the committed results.
+Each claim's notebook tells its claim's story: what the paper found, what the criteria ask, then the stored results
+(no training) aggregated over the claim's own grid axes, the claim's own quantity plotted with seaborn (figure-level
+objects a reader can restyle), what to look for, and the verdict. ``loading-runs`` shows how to load your own
+``runs/`` folders, and W&B runs, into the same frames. A notebook's own cells live in ``notebooks/src/<name>.py``
+(percent format); the shared first and last cells (loading the results, the verdict) are written here.
+
+    python scripts/make_notebooks.py            # regenerate and execute every notebook (a few minutes)
+    python scripts/make_notebooks.py ioffe2015-lr
+
+The test suite checks that the committed sources match this generator and that the notebooks execute to the same
+printed outputs on the committed results (stale outputs fail it).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
+import tempfile
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from normexp import claims
+from normexp import claims, reproduce
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+RESULTS = NOTEBOOKS.parent / "results"
+SOURCES = NOTEBOOKS / "src"
+"""Each notebook's own cells as a percent-format script (``# %%``), read and reviewed as code."""
+LOADING = "loading-runs"
+NOTEBOOK_METADATA = {"kernelspec": {"name": "python3", "display_name": "Python 3"}}
+
+SETUP = """\
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+import normexp
+from normexp import analysis, claims, plotting, reproduce
+
+%matplotlib inline
+pd.set_option("display.precision", 4)
+sns.set_theme(style="whitegrid", context="paper", rc=plotting.RC)
+CLAIM, SCALE = {claim!r}, "cpu"  # SCALE = "paper" for paper-scale results
+RESULTS = Path(normexp.__file__).resolve().parents[1] / "results"
+results = reproduce.load(CLAIM, SCALE, RESULTS)
+runs, summary = results.runs, results.summary
+axes = [c for c in analysis.varying_columns(summary) if c != "seed"]
+print(f"{{len(summary)}} runs, {{len(runs)}} metric rows; config columns that vary: {{axes}}")
+"""
+
+VERDICT = """\
+verdict = claims.get(CLAIM).verify(results, SCALE)
+print(verdict.verdict, verdict.note)
+for check in verdict.checks:
+    print("PASS" if check.passed else "FAIL", check.name, "-", check.measured)
+"""
+
+
+def story(name: str) -> list[nbformat.NotebookNode]:
+    """The cells of ``notebooks/src/<name>.py``, a percent-format script: ``# %%`` starts a code cell,
+    ``# %% [markdown]`` a Markdown cell whose lines are comments."""
+    cells = []
+    for chunk in re.split(r"^# %%", (SOURCES / f"{name}.py").read_text(), flags=re.M)[1:]:
+        header, _, body = chunk.partition("\n")
+        if header.strip() == "[markdown]":
+            text = "\n".join(re.sub(r"^# ?", "", line) for line in body.strip().splitlines())
+            cells.append(new_markdown_cell(text))
+        else:
+            cells.append(new_code_cell(body.strip()))
+    return cells
 
 
 def notebook(claim: claims.Claim) -> nbformat.NotebookNode:
-    """The notebook of one claim."""
+    """The notebook of one claim: its story, the stored results along its own axes, its quantity, its verdict."""
+    intro, *analysis = story(claim.id)
+    if reproduce.load(claim.id, "cpu", RESULTS).summary.empty:  # a protocol changed, its grid not yet run
+        analysis = [
+            new_markdown_cell(
+                f"No stored results at the `cpu` scale yet: `normexp reproduce {claim.id}` runs its grid, and this "
+                "notebook's analysis comes back with them."
+            )
+        ]
     cells = [
+        new_markdown_cell(f"# {claim.id}: {claim.title}\n\n{claim.paper}, {claim.paper_figure}. {intro.source}"),
         new_markdown_cell(
-            f"# {claim.id}: {claim.title}\n\n{claim.paper}, {claim.paper_figure}. Loads the stored results of "
-            "`normexp reproduce` (CPU scale by default), re-judges the claim by its fixed criteria and redraws its "
-            'figures. Set `SCALE = "paper"` for paper-scale results.'
+            "The stored results of `normexp reproduce` (no training); lines are medians over seeds, bands the "
+            "min–max, as in the tables and verdicts. Setups, criteria and deviations: `docs/claims.md`."
         ),
-        new_code_cell(
-            "from pathlib import Path\n\nfrom IPython.display import Image, display\n\n"
-            "import normexp\nfrom normexp import claims, reproduce\n\n"
-            f'CLAIM, SCALE = {claim.id!r}, "cpu"\n'
-            'RESULTS = Path(normexp.__file__).resolve().parents[1] / "results"\n'
-            "claim = claims.get(CLAIM)\nresults = reproduce.load(CLAIM, SCALE, RESULTS)\n"
-            'print(f"{len(results.summary)} runs, {len(results.runs)} metric rows")'
-        ),
-        new_markdown_cell("## Runs: one row per run (config columns, status, final metrics)"),
-        new_code_cell(
-            'columns = [c for c in results.summary.columns if c == "status" or c.startswith("final/")]\n'
-            'results.summary.set_index("run_id")[columns] if not results.summary.empty else "no stored runs"'
-        ),
-        new_markdown_cell(
-            "## Seeds aggregated per grid cell (`normexp.analysis.aggregate`: n, median, IQR, min–max, mean ± std, "
-            "diverged and failed runs counted)"
-        ),
-        new_code_cell(
-            "from normexp import analysis\n\n"
-            'grid = [c for c in results.runs.columns if c not in ("run_id", "seed", "step", "metric", "value")]\n'
-            'finals = ("final/test/acc", "final/test/loss", "final/train/loss")\n'
-            "metric = next((m for m in finals if m in results.summary), None)\n"
-            'analysis.aggregate(results.summary, grid, metric) if metric and grid else "no final metric per cell"'
-        ),
-        new_markdown_cell("## Verdict, from the stored results"),
-        new_code_cell(
-            "verdict = claim.verify(results, SCALE)\nprint(verdict.verdict, verdict.note)\n"
-            "for check in verdict.checks:\n"
-            '    print("PASS" if check.passed else "FAIL", check.name, "-", check.measured)'
-        ),
-        new_markdown_cell("## Figures (the same code as `normexp figures`, drawn into a scratch folder)"),
-        new_code_cell(
-            "import tempfile\n\nfor path in reproduce.draw(claim, results, Path(tempfile.mkdtemp())):\n"
-            '    if path.suffix == ".png":\n        display(Image(filename=str(path)))'
-        ),
+        new_code_cell(SETUP.format(claim=claim.id)),
+        *analysis,
+        new_markdown_cell("## Verdict, from the stored results, by the pre-registered criteria"),
+        new_code_cell(VERDICT),
     ]
+    return _finish(cells, claim.id)
+
+
+def loading_notebook() -> nbformat.NotebookNode:
+    """The notebook that loads your own run folders (and W&B runs) into the frames the claims use."""
+    return _finish(story(LOADING), LOADING)
+
+
+def _finish(cells: list[nbformat.NotebookNode], name: str) -> nbformat.NotebookNode:
     for index, cell in enumerate(cells):  # stable ids: regenerating an unchanged notebook changes no byte
-        cell.id = f"{claim.id}-{index}"
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+        cell.id = f"{name}-{index}"
+    return new_notebook(cells=cells, metadata=NOTEBOOK_METADATA)
+
+
+def notebooks() -> dict[str, nbformat.NotebookNode]:
+    """Every notebook by name, unexecuted."""
+    return {LOADING: loading_notebook()} | {claim.id: notebook(claim) for claim in claims.CLAIMS.values()}
+
+
+def execute(named: dict[str, nbformat.NotebookNode], timeout: int = 900) -> dict[str, nbformat.NotebookNode]:
+    """The notebooks executed one after the other in one kernel (one start and one import of torch, not one per
+    notebook; each notebook's first cell sets up everything it uses), in a scratch folder, with stable outputs (no
+    execution timings)."""
+    cells = [(name, index) for name, nb in named.items() for index in range(len(nb.cells))]
+    combined = new_notebook(cells=[named[name].cells[index] for name, index in cells], metadata=NOTEBOOK_METADATA)
+    with tempfile.TemporaryDirectory() as scratch:
+        client = NotebookClient(
+            combined, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": scratch}}
+        )
+        client.execute()
+    for cell in combined.cells:
+        cell.metadata.pop("execution", None)
+    executed = {name: _finish([], name) for name in named}
+    for (name, _), cell in zip(cells, combined.cells, strict=True):
+        executed[name].cells.append(cell)
+    return executed
+
+
+def printed(nb: nbformat.NotebookNode) -> list[str]:
+    """The text a notebook printed or displayed, per output: what the staleness test compares."""
+    return [
+        re.sub(r" at 0x[0-9a-f]+", "", output.get("text") or output.get("data", {}).get("text/plain", ""))
+        for cell in nb.cells
+        for output in cell.get("outputs", [])
+        # figures (pixels differ between library versions) and warnings are not what a notebook reports
+        if output.get("output_type") != "display_data" and output.get("name") != "stderr"
+    ]
 
 
 def main() -> None:
-    """Write (or, with --check, compare) every claim's notebook."""
+    """Write every notebook (or those named), executed with its outputs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("names", nargs="*", help="notebooks to write (default: all)")
     parser.add_argument("--out", type=Path, default=NOTEBOOKS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for claim in claims.CLAIMS.values():
-        path = args.out / f"{claim.id}.ipynb"
-        nbformat.write(notebook(claim), path)
+    chosen = {name: nb for name, nb in notebooks().items() if not args.names or name in args.names}
+    for name, nb in execute(chosen).items():
+        path = args.out / f"{name}.ipynb"
+        nbformat.write(nb, path)
         print(path)
 
 

@@ -12,12 +12,15 @@ norms-bench block ``results/bench/norms/*.csv`` (written by ``scripts/bench_norm
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from normexp import bench, claims, reproduce
+from normexp import bench, claims, plotting, reproduce, tables
+from normexp.claims import sensitivity
+from normexp.config import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_BLOCK = ("<!-- claims:start -->", "<!-- claims:end -->")
@@ -41,6 +44,7 @@ def claims_section(scale: str = "cpu") -> str:
         f"{claims.get(v.claim).paper_result or '–'} | **{v.verdict}** | {v.n_runs} |"
         for v in verdicts
     ]
+    lines += ["", *protocol_table(scale), "", *time_table(scale)]
     for verdict in verdicts:
         claim = claims.get(verdict.claim)
         lines += [
@@ -53,12 +57,99 @@ def claims_section(scale: str = "cpu") -> str:
         ]
         if claim.paper_result:
             lines += [f"The paper: {claim.paper_result}. Ours, by the pass criteria:", ""]
-        lines += [f"- {'✅' if c.passed else '❌'} {c.name}: {c.measured}" for c in verdict.checks]
-        figures = reproduce.figures_of(claim.id, scale, ROOT / "results")
-        lines += [""] + [f"![{claim.id} {path.stem}]({path.relative_to(ROOT)})" for path in figures]
-        tables = sorted(reproduce.results_dir(claim.id, scale, ROOT / "results").glob("*.md"))
+        lines += [f"- {claims.mark(c)} {c.name}: {c.measured}" for c in verdict.checks]
+        lines += earlier_protocol(claim.id, scale)
+        if verdict.sensitivity:
+            lines += [
+                "",
+                "Sensitivity map: each criterion at every value of the choices the paper left open (one changed at a "
+                "time, the others at their primary value); ✅ pass, ❌ fail, ⏸ untestable, the number is the "
+                "criterion's margin (> 0 passes).",
+                "",
+                sensitivity.map_table(verdict),
+            ]
+        for figure in reproduce.figures_of(claim.id, scale, ROOT / "results"):
+            lines += ["", f"![{claim.id} {figure.stem}]({figure.relative_to(ROOT)})"]
+            caption = figure.with_name(figure.stem + plotting.CAPTION_SUFFIX)
+            lines += ["", caption.read_text().strip()] if caption.exists() else []
+        folder = reproduce.results_dir(claim.id, scale, ROOT / "results")
+        tables = sorted(p for p in folder.glob("*.md") if not p.name.endswith(plotting.CAPTION_SUFFIX))
         lines += [line for path in tables for line in ["", path.read_text().strip()]]
     return "\n".join(lines)
+
+
+EARLIER_VERDICT = "verdict-before-issue-13.json"
+"""The verdict of the CPU protocol before the faithful protocols of issue 13, kept beside the results."""
+
+
+def earlier_protocol(claim_id: str, scale: str) -> list[str]:
+    """One line on what the protocol before issue 13 gave, from its stored verdict."""
+    path = reproduce.results_dir(claim_id, scale, ROOT / "results") / EARLIER_VERDICT
+    if not path.exists():
+        return []
+    earlier = json.loads(path.read_text())
+    failed = [check["name"] for check in earlier["checks"] if check["passed"] is False]
+    return [
+        "",
+        f"Before issue 13's faithful protocol, the earlier `{scale}` protocol gave: **{earlier['verdict']}** "
+        f"({earlier['n_runs']} runs" + (f"; failed: {'; '.join(failed)})." if failed else ")."),
+    ]
+
+
+PROTOCOL_FIELDS = {
+    "data": lambda c: c.data.name + (f" ({c.data.train_size} train)" if c.data.get("train_size") else ""),
+    "model": lambda c: c.model.name,
+    "steps × batch": lambda c: f"{c.train.steps} × {c.train.batch_size}",
+    "optimizer, lr": lambda c: (
+        f"{c.optim.name} {c.optim.lr:g}"
+        + (f", momentum {c.optim.momentum:g}" if c.optim.name == "sgd" and c.optim.momentum else "")
+    ),
+    "schedule": lambda c: c.schedule.name + (f", warm-up {c.schedule.warmup_steps}" if c.schedule.warmup_steps else ""),
+    "evaluated every": lambda c: f"{c.train.eval_every} steps",
+}
+"""The protocol columns README shows per experiment, read from its composed config."""
+
+
+def protocol_table(scale: str) -> list[str]:
+    """Each experiment's protocol at the ``paper`` scale (the paper's setup) beside ``scale``'s, from the composed
+    configs, with the open choices its sensitivity map varies; the reasons for every deviation are the comments of
+    ``normexp/configs/at_scale/<experiment>/<scale>.yaml``."""
+    header = ["experiment", "scale", *PROTOCOL_FIELDS, "mapped (open choices)"]
+    rows = []
+    for experiment in dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments):
+        for each in ("paper", scale):
+            cfg = compose_config([f"experiment={experiment}", f"scale={each}"])
+            mapped = ", ".join(a.key for a in sensitivity.axes_of(experiment, each)) or "–"
+            rows.append(
+                [experiment if each == "paper" else "", each, *(f(cfg) for f in PROTOCOL_FIELDS.values()), mapped]
+            )
+    intro = (
+        f"Protocols: the paper's setup (`paper` scale) beside ours (`{scale}`), read from the composed configs; why "
+        "each deviation remains, and what it costs, is written in "
+        f"`normexp/configs/at_scale/<experiment>/{scale}.yaml`."
+    )
+    return [intro, "", tables.markdown(header, rows)]
+
+
+def time_table(scale: str) -> list[str]:
+    """What reproducing each claim cost: its runs' summed wall time (each run is one training process, so two
+    cores finish about twice as fast); the total counts a run that several claims read once."""
+    rows, seconds_of_run = [], {}
+    for claim in claims.CLAIMS.values():
+        summary = reproduce.load(claim.id, scale, ROOT / "results").summary
+        if summary.empty or "wall_time_s" not in summary:
+            continue
+        seconds_of_run |= dict(zip(summary["run_id"], summary["wall_time_s"], strict=True))
+        seconds = float(summary["wall_time_s"].sum())
+        rows.append([claim.id, str(len(summary)), f"{seconds / 60:.1f}", f"{seconds / 120:.1f}"])
+    total = sum(seconds_of_run.values())
+    rows.append([f"all ({len(seconds_of_run)} distinct runs)", "", f"{total / 60:.1f}", f"{total / 120:.1f}"])
+    return [
+        f"Reproduction time at the `{scale}` scale, primary grids and sensitivity maps, from the stored runs' wall "
+        "times:",
+        "",
+        tables.markdown(["claim", "runs", "Σ run time (min)", "≈ minutes on 2 cores"], rows),
+    ]
 
 
 def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
@@ -84,8 +175,6 @@ def bench_section(folder: Path = ROOT / bench.RESULTS_DIR) -> str:
 
 def norms_bench_section() -> str:
     """Markdown tables of every stored norm benchmark: our forward+backward time beside torch's own."""
-    from normexp.cli import _markdown_table
-
     lines = []
     for path in sorted((ROOT / "results" / "bench" / "norms").glob("*.csv")):
         frame = pd.read_csv(path)
@@ -95,7 +184,7 @@ def norms_bench_section() -> str:
         lines += [
             f"`{path.relative_to(ROOT)}` (forward+backward on {shape}, {device}, torch {version}):",
             "",
-            _markdown_table(header, rows),
+            tables.markdown(header, rows),
             "",
         ]
     return "\n".join(lines).strip()

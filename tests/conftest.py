@@ -1,4 +1,4 @@
-"""Shared fixtures: composing configs, a scratch output folder, and running the CLI in-process."""
+"""Shared fixtures: composing configs, a scratch output folder, and running the CLI in-process; the ``gpu`` marker."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ def device_overrides(request: pytest.FixtureRequest) -> tuple[str, ...]:
     if device is None:
         return ()
     return (f"device={device}", *(["deterministic=true"] if device.startswith("cuda") else []))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu``: the test needs a CUDA device and is skipped without one."""
+    if torch.cuda.is_available():
+        return
+    needs_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(needs_gpu)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from torch import nn
 from normexp import accel, models
 from normexp.errors import ConfigError
 from normexp.norms import NormSpec
-from normexp.runner import train
+from normexp.training.runner import train
 
 
 def small_cnn(norm: str) -> nn.Module:
@@ -69,7 +69,6 @@ def test_bf16_autocast_only_when_enabled() -> None:
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_graph_training_steps_equal_eager_steps() -> None:
     device = torch.device("cuda")
     torch.manual_seed(0)

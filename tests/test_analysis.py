@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 
-from normexp.analysis import aggregate, load_runs
-from normexp.runner import train
+from normexp.analysis import aggregate, load_runs, varying_columns, wandb_frames
+from normexp.training.runner import train
 
 
 def test_runs_load_into_tidy_frames_with_config_columns(compose, tmp_path: Path) -> None:
@@ -59,3 +60,47 @@ def test_aggregation_counts_diverged_and_failed_runs_per_cell() -> None:
     assert stats.loc["bn", ["n", "n_diverged", "n_failed"]].tolist() == [2, 1, 1]
     assert stats.loc["none", ["n", "n_diverged", "n_failed"]].tolist() == [2, 0, 0]
     assert "n_failed" not in aggregate(summary.drop(columns="status"), ["norm"], "final/test/acc")
+
+
+def test_keys_that_do_not_change_a_run_never_split_a_cell() -> None:
+    summary = pd.DataFrame(
+        {
+            "run_id": ["a", "b", "c", "d"],
+            "norm.name": ["bn", "bn", "gn", "gn"],
+            "seed": [0, 1, 0, 1],
+            "launcher_name": ["joblib", "basic", "joblib", "joblib"],  # one cell relaunched under another launcher
+            "device": ["cpu", "cuda", "cpu", "cpu"],
+            "logger.mode": ["offline", "online", "offline", "offline"],
+            "data.root": ["data", "/scratch", "data", "data"],
+            "status": ["completed"] * 4,
+            "git_sha": ["1", "2", "1", "1"],
+            "final/test/acc": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
+    assert varying_columns(summary) == ["norm.name", "seed"]
+    cells = aggregate(summary, [c for c in varying_columns(summary) if c != "seed"], "final/test/acc")
+    assert list(cells["n"]) == [2, 2]
+
+
+def test_wandb_runs_load_into_the_frames_of_run_folders() -> None:
+    """W&B's API objects (config, summary, history by ``_step``), faked: the frames match load_runs' layout."""
+
+    def fake(norm: str, seed: int, acc: list[float]) -> SimpleNamespace:
+        axes = {"samples_seen": [0, 600], "epoch": [0.0, 0.01]}  # the x-axes normexp logs beside each metric
+        history = pd.DataFrame({"_step": [0, 10], "_runtime": [0.1, 0.2], **axes, "test/acc": acc})
+        logger = {"mode": "online" if seed else "offline"}
+        return SimpleNamespace(
+            group="ioffe2015-fig1",
+            job_type="train",
+            name=f"norm={norm},seed={seed}",
+            config={"scale_name": "cpu", "seed": seed, "norm": {"name": norm}, "logger": logger},
+            summary={"status": "completed", "final/test/acc": acc[-1], "best/test/acc": max(acc)},
+            history=lambda pandas=True, frame=history: frame,
+        )
+
+    runs, summary = wandb_frames([fake("bn", 0, [0.1, 0.9]), fake("bn", 1, [0.1, 0.7]), fake("none", 0, [0.1, 0.5])])
+    assert list(runs.columns) == ["run_id", "norm.name", "seed", "step", "metric", "value"]
+    assert set(runs["metric"]) == {"test/acc"} and len(runs) == 6
+    assert runs["run_id"].iloc[0] == "ioffe2015-fig1/cpu/norm=bn,seed=0"
+    cells = aggregate(summary, ["norm.name"], "final/test/acc")
+    assert list(cells["n"]) == [2, 1] and list(cells["median"]) == [0.8, 0.5]

@@ -134,7 +134,6 @@ def test_fused_bench_pairs_fused_and_serial_windows(tmp_path: Path, capsys) -> N
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_gpu_variants_run(tmp_path: Path) -> None:
     out = tmp_path / "gpu.csv"
     variants = "bf16,channels_last,cuda_graphs,bf16+cuda_graphs,loader"

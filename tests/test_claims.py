@@ -1,4 +1,4 @@
-"""Claims judged on synthetic stored results: each criterion passes and fails where PAPERS.md says it must."""
+"""Claims judged on synthetic stored results: each criterion passes and fails where docs/claims.md says it must."""
 
 from __future__ import annotations
 
@@ -142,7 +142,10 @@ def test_stored_results_round_trip_to_the_same_verdict(tmp_path: Path) -> None:
     summary_of(runs).to_csv(folder / reproduce.SUMMARY_TABLE, index=False)
     stored = reproduce.load("ioffe2015-fig1", "test", tmp_path)
     assert claims.get("ioffe2015-fig1").verify(stored, "test").verdict == "reproduced"
-    assert [p.name for p in reproduce.draw(claims.get("ioffe2015-fig1"), stored, folder)] == ["fig1.png", "fig1.pdf"]
+    assert [p.name for p in reproduce.draw(claims.get("ioffe2015-fig1"), stored, folder, "test")] == [
+        "fig1.png",
+        "fig1.pdf",
+    ]
 
 
 def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path) -> None:
@@ -161,14 +164,15 @@ def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path
         "verdict": "figures only",
         "n_runs": 2,
         "checks": [],
-        "note": "PAPERS.md fixes no pass criterion",
+        "note": "no pass criterion was pre-registered",
+        "setting": {},
+        "sensitivity": [],
     }
     status, out, _ = cli("verify", "li2018-landscape", "--results", str(tmp_path))
-    assert status == 0 and "li2018-landscape [cpu]: figures only (PAPERS.md fixes no pass criterion)" in out
+    assert status == 0 and "li2018-landscape [cpu]: figures only (no pass criterion was pre-registered)" in out
 
 
 @pytest.mark.parametrize("claim_id", sorted(claims.CLAIMS))
 def test_committed_verdicts_are_what_verify_computes_from_the_committed_results(claim_id: str) -> None:
-    claim = claims.get(claim_id)
-    computed = claim.verify(reproduce.load(claim_id, "cpu"), "cpu").to_dict()
+    computed = reproduce.judge(claims.get(claim_id), reproduce.load(claim_id, "cpu"), "cpu").to_dict()
     assert json.loads(json.dumps(computed)) == reproduce.stored_verdict(claim_id, "cpu")

@@ -12,7 +12,7 @@ import pytest
 from normexp import claims, optim
 from normexp.claims import Results
 from normexp.claims.batchsize import BATCH, NORM
-from normexp.runner import train
+from normexp.training.runner import train
 
 SEEDS = (0, 1, 2)
 SEED_JITTER = (-0.2, 0.0, 0.2)  # accuracy points around a cell's median

@@ -1,6 +1,6 @@
 """Santurkar et al. 2018 / Qiao et al. 2019 / Li et al. 2018 claims: criteria on synthetic results (pass and fail;
-the smoothness and ICS claims per model, VGG and DLN), every experiment at smoke scale, and the landscape figures
-regenerated from runs, then from stored surfaces."""
+the smoothness and ICS claims per model, VGG and DLN), every experiment at smoke scale, and the landscape surfaces
+computed from runs after training, the figures drawn from the stored surfaces alone."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from normexp import claims, plotting, reproduce, runner
-from normexp.claims import Results, li2018
+from normexp import claims, plotting, reproduce
+from normexp.claims import Results
 from normexp.config import compose_config
-from normexp.probes.surface import Grid
+from normexp.grids import Grid
 from normexp.rundir import read_metrics_log
+from normexp.training import runner
 
 STEPS = range(1, 102, 10)
 DLN_STEPS = range(0, 1001, 50)  # a longer run: its first 20% end at step 200, the VGG's at step 20
@@ -153,7 +154,7 @@ def test_ics_not_reproduced_when_bn_shifts_less_by_both_measures_in_one_model() 
 def test_smoothness_and_ics_figures_have_a_panel_row_per_model(monkeypatch, tmp_path: Path) -> None:
     titles = {}
     monkeypatch.setattr(
-        plotting, "save", lambda fig, _, name: titles.setdefault(name, [a.get_title() for a in fig.axes])
+        plotting, "save", lambda fig, _, name, *caption: titles.setdefault(name, [a.get_title() for a in fig.axes])
     )
     band = {"loss_min": 1.0, "loss_max": 2.0, "gpred_min": 1.0, "gpred_max": 2.0, "beta": 1.0}
     runs = both_models({"bn": band, "none": band}, {"bn": band, "none": band})
@@ -233,7 +234,7 @@ def activation_runs(norms: tuple[str, ...], modules: tuple[str, ...]) -> pd.Data
 
 def test_noisy_bn_figure_has_no_empty_panel(monkeypatch, tmp_path: Path) -> None:
     figures = {}
-    monkeypatch.setattr(plotting, "save", lambda fig, _, name: figures.setdefault(name, fig))
+    monkeypatch.setattr(plotting, "save", lambda fig, _, name, *caption: figures.setdefault(name, fig))
     runs = activation_runs(("none", "bn", "noisy_bn", "noise"), ("features.0.norm", "features.4.norm"))
     claims.get("santurkar2018-noisy-bn").plot(Results(runs, noisy_summary(bn=0.9)), tmp_path)
     axes = figures["noisy_bn"].axes
@@ -277,7 +278,7 @@ def test_paper_scale_composes(out_dir: Path, experiment: str) -> None:
     assert cfg.scale_name == "paper" and cfg.train.steps >= 10000
 
 
-def test_landscape_figures_from_runs_then_from_stored_surfaces(compose, out_dir: Path, tmp_path: Path) -> None:
+def test_landscape_surfaces_from_runs_then_figures_from_stored_surfaces(compose, out_dir: Path, tmp_path) -> None:
     runs = out_dir / "li2018-norm" / "smoke"  # where the runner's sweep puts them: out_dir/<run_id>
     for seed in (0, 1):  # surface settings from config: smoke.yaml's, and one set on the command line
         cfg = compose("experiment=li2018-norm", "norm=bn", f"seed={seed}", "probes.surface.points_1d=7")
@@ -285,6 +286,9 @@ def test_landscape_figures_from_runs_then_from_stored_surfaces(compose, out_dir:
     claim = claims.get("li2018-landscape")
     target = reproduce.results_dir(claim.id, "smoke", tmp_path)
     results = reproduce.store(sorted(runs.iterdir()), target)
+    claim.plot(results, target)
+    assert not (target / "surfaces").exists()  # figures never compute a surface
+    reproduce.analyse(claim, results, target)
     figures = {f"surfaces_{kind}.{ext}" for kind in ("1d", "2d") for ext in ("png", "pdf")}
     assert {path.name for path in claim.plot(results, target)} == figures
     stored = sorted(path.name for path in (target / "surfaces").iterdir())
@@ -293,7 +297,7 @@ def test_landscape_figures_from_runs_then_from_stored_surfaces(compose, out_dir:
     assert [len(grid.coords) for grid in grids] == [7, 3 * 3, 7, 7]  # points_2d and samples from smoke.yaml
     assert all(grid.meta["samples"] == 64 for grid in grids)
     stamps = {path: path.stat().st_mtime_ns for path in (target / "surfaces").iterdir()}
-    li2018.surfaces(results, target)  # complete surfaces are not recomputed
+    reproduce.analyse(claim, results, target)  # complete surfaces are not recomputed
     assert stamps == {path: path.stat().st_mtime_ns for path in (target / "surfaces").iterdir()}
     shutil.rmtree(out_dir)  # as in a fresh clone: stored results only
     assert {path.name for path in claim.plot(reproduce.load(claim.id, "smoke", tmp_path), target)} == figures

@@ -181,10 +181,11 @@ def test_figures_are_drawn_with_diverged_cells(tmp_path: Path) -> None:
         ("xiong2020-warmup", warmup_results(PAPER_LIKE)),
         ("xiong2020-gradnorm", gradnorm_results(paper_last, paper_per_layer)),
     ):
-        paths = reproduce.draw(claims.get(claim_id), results, tmp_path / claim_id)
+        paths = reproduce.draw(claims.get(claim_id), results, tmp_path / claim_id, "test")
         assert paths and all(p.exists() and p.stat().st_size > 0 for p in paths)
     assert {p.name for p in (tmp_path / "xiong2020-warmup").iterdir()} == {
-        "loss_curves.png", "loss_curves.pdf", "final_loss_heatmap.png", "final_loss_heatmap.pdf", "final_loss.md"
+        "loss_curves.png", "loss_curves.pdf", "final_loss_heatmap.png", "final_loss_heatmap.pdf", "final_loss.md",
+        "loss_curves.caption.md", "final_loss_heatmap.caption.md",
     }  # fmt: skip
     table = (tmp_path / "xiong2020-warmup" / "final_loss.md").read_text()  # 2.55 + 2.95·e^-5 + 0.001·seed
     assert "| Post-LN | 0 | 2.571 [2.570–2.572] | 3.321 [3.320–3.322] | (3 diverged) |" in table
@@ -193,12 +194,12 @@ def test_figures_are_drawn_with_diverged_cells(tmp_path: Path) -> None:
 def test_heatmap_shows_an_all_diverged_cell_black_and_labelled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     drawn = {}
 
-    def keep(fig, directory: Path, name: str) -> list[Path]:
+    def keep(fig, directory: Path, name: str, *caption: object) -> list[Path]:
         drawn[name] = fig
         return []
 
     monkeypatch.setattr(plotting, "save", keep)
-    reproduce.draw(claims.get("xiong2020-warmup"), warmup_results(PAPER_LIKE), tmp_path)
+    reproduce.draw(claims.get("xiong2020-warmup"), warmup_results(PAPER_LIKE), tmp_path, "test")
     post, pre = drawn["final_loss_heatmap"].axes[:2]
     # rows: warm-up 200, 50, 0; columns: lr 1e-3, 3e-3, 1e-2. Only Post-LN at lr 1e-2 without warm-up diverged.
     assert post.get_title().startswith("Post-LN") and pre.get_title().startswith("Pre-LN")

@@ -14,8 +14,9 @@ from omegaconf import OmegaConf
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from torchvision import datasets
 
-from normexp import checkpoint, costs, data, runner
+from normexp import checkpoint, costs, data
 from normexp.data import generated
+from normexp.training import loop
 
 
 def test_the_batch_size_grid_has_a_cell_per_norm_and_batch_size_holding_its_seeds() -> None:
@@ -68,7 +69,7 @@ def test_the_slice_clock_separates_steps_evaluations_and_checkpoints(compose, mo
         return timed
 
     monkeypatch.setattr(costs.time, "perf_counter", lambda: now["t"])
-    monkeypatch.setattr(runner, "evaluate", costing(runner.evaluate, 7.0))
+    monkeypatch.setattr(loop, "evaluate", costing(loop.evaluate, 7.0))
     monkeypatch.setattr(checkpoint, "save", costing(checkpoint.save, 3.0))
     cfg = compose("experiment=ioffe2015-fig1", "train.steps=10000", "train.log_every=7", "train.progress=false")
     handle = register_optimizer_step_pre_hook(lambda *_: advance(1.0))

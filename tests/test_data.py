@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from normexp import data
 from normexp.data.generated import write_idx
-from normexp.errors import ConfigError, DataError
+from normexp.errors import DataError
 
 
 @pytest.fixture
@@ -62,22 +62,6 @@ def test_subsets_and_synthetic_shapes(tmp_path: Path) -> None:
     splits = data.load(data_cfg(tmp_path, synthetic=True, train_size=40, test_size=8), seed=1)
     assert splits.train_x.shape == (40, 1, 28, 28) and splits.test_y.shape == (8,)
     assert splits.num_classes == 10 and splits.train_y.max() < 10
-
-
-def test_sampler_covers_each_epoch_once_and_resumes_identically() -> None:
-    sampler = data.EpochSampler(10, 3, seed=5)
-    epoch = torch.cat([sampler.next() for _ in range(3)])
-    assert len(set(epoch.tolist())) == 9  # the partial batch is dropped
-    state = sampler.state_dict()
-    expected = [sampler.next() for _ in range(4)]
-    resumed = data.EpochSampler(10, 3, seed=5)
-    resumed.load_state_dict(state)
-    assert all(torch.equal(a, b) for a, b in zip(expected, [resumed.next() for _ in range(4)], strict=False))
-
-
-def test_batch_larger_than_the_data_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="exceeds the 10 training samples"):
-        data.EpochSampler(10, 11, seed=0)
 
 
 @pytest.mark.parametrize(

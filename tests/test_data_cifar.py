@@ -16,6 +16,8 @@ from normexp.config import CONFIG_DIR, compose_config
 from normexp.data import generated
 from normexp.data.cifar import crop_flip, pad_crop_flip
 from normexp.errors import DataError
+from normexp.training.assemble import assemble
+from normexp.training.batches import EpochSampler
 
 SIZES = {datasets.CIFAR10: (10, 4), datasets.CIFAR100: (12, 5)}
 """Generated images per training file and in the test file."""
@@ -144,3 +146,18 @@ def test_paper_scale_loads_cifar10(tmp_path: Path, monkeypatch, experiment: str,
     splits = data.load(cfg.data)
     assert splits.train_x.shape[1:] == (3, 32, 32) and splits.num_classes == 10
     assert (cfg.data.augment, splits.augment is not None) == (augment, augment)
+
+
+@pytest.mark.parametrize(("experiment", "augment"), sorted(PAPER_AUGMENT.items()))
+def test_paper_scale_cifar_runs_train_on_augmented_batches(
+    tmp_path: Path, monkeypatch, experiment: str, augment: bool
+) -> None:
+    """The batches a paper-scale run trains on are pad-crop-flipped exactly where its paper augments: drawn from the
+    run's assembly, compared with the same rows of the stored images."""
+    write_cifar(tmp_path, datasets.CIFAR10, monkeypatch)
+    overrides = [f"data.root={tmp_path}", "device=cpu", "train.batch_size=16", "train.norm_batch=null"]
+    run = assemble(compose_config([f"experiment={experiment}", "scale=paper", *overrides]))
+    rows = EpochSampler(len(run.splits.train_x), 16, run.cfg.seed).next()
+    x, y = run.batches.next()
+    assert torch.equal(y, run.splits.train_y[rows])
+    assert torch.equal(x, run.splits.train_x[rows]) != augment

@@ -13,7 +13,7 @@ import pytest
 
 from normexp import plotting, reproduce, sweep
 from normexp.rundir import atomic_write, is_finished, run_lock, write_json
-from normexp.runner import train
+from normexp.training.runner import train
 
 SMOKE = "adhoc/smoke"
 

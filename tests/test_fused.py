@@ -13,8 +13,8 @@ from omegaconf import DictConfig, open_dict
 
 from normexp import checkpoint
 from normexp.errors import ConfigError
-from normexp.fused import FusedRuns
-from normexp.runner import train
+from normexp.training.fused import FusedRuns
+from normexp.training.runner import train
 
 STEPS = 4  # enough to move every weight and BN's running statistics
 # Batched kernels round differently from separate ones (~1e-7). Smooth nets keep that difference; a ReLU whose input
@@ -40,9 +40,9 @@ def cell(compose):
 
 def assert_fused_equals_separate(cfgs: list[DictConfig], tmp_path: Path) -> None:
     fused = FusedRuns(cfgs)
-    for _ in range(STEPS):
-        fused.train_step()
-    trained, tested = fused.training_metrics(), fused.evaluate()
+    for step in range(1, STEPS + 1):
+        fused.train_step(step)
+    trained, tested = fused.training_metrics(), fused.evaluate(STEPS)
     for index, cfg in enumerate(cfgs):
         run_dir = tmp_path / f"member{index}"
         summary = train(cfg, run_dir)

@@ -8,13 +8,12 @@ import torch
 from torch import nn
 
 from normexp import models
-from normexp.config import compose_config, norm_options
-from normexp.norms import NormSpec
+from normexp.config import compose_config
 
 
 def build(compose, *overrides: str) -> nn.Module:
     cfg = compose("experiment=ioffe2015-fig1", *overrides)
-    return models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), (1, 28, 28), 10)
+    return models.from_config(cfg, (1, 28, 28), 10)
 
 
 def test_paper_architecture_784_100_100_100_10(compose) -> None:

@@ -14,7 +14,7 @@ from normexp import models
 from normexp.config import CONFIG_DIR
 from normexp.models.resnet import BasicBlock, PadShortcut
 from normexp.norms import NormSpec
-from normexp.runner import train
+from normexp.training.runner import train
 
 CIFAR = (3, 32, 32)
 

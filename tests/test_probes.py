@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from normexp import models
-from normexp.config import norm_options
+from normexp import models, tasks
 from normexp.data import DATASETS, synthetic
-from normexp.norms import NormSpec
 from normexp.probes import build
 
 
@@ -17,12 +15,17 @@ from normexp.probes import build
 def test_percentiles_match_numpy_on_the_hand_computed_unit_input(compose, norm: str) -> None:
     cfg = compose("experiment=ioffe2015-fig1", f"norm={norm}")
     torch.manual_seed(0)
-    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), (1, 28, 28), 10)
+    model = models.from_config(cfg, (1, 28, 28), 10)
     splits = synthetic(DATASETS["fashion_mnist"], 64, 200, seed=1)
     with torch.no_grad():  # move BN's running estimates away from their initial (0, 1)
         model.train()(splits.train_x)
     model.eval()
-    (probe,) = build({"input_percentiles": {"module": "hidden.2.norm", "unit": 3, "samples": 150}}, model, splits)
+    (probe,) = build(
+        {"input_percentiles": {"module": "hidden.2.norm", "unit": 3, "samples": 150}},
+        model,
+        splits,
+        tasks.CLASSIFICATION,
+    )
 
     h = splits.test_x[:150].flatten(1).double()
     for i, layer in enumerate(model.hidden):
@@ -43,7 +46,7 @@ def test_percentiles_match_numpy_on_the_hand_computed_unit_input(compose, norm: 
 
 def test_unknown_module_is_a_clear_error(compose) -> None:
     cfg = compose("experiment=ioffe2015-fig1")
-    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), (1, 28, 28), 10)
+    model = models.from_config(cfg, (1, 28, 28), 10)
     splits = synthetic(DATASETS["fashion_mnist"], 8, 8, seed=0)
     with pytest.raises(Exception, match=r"no module 'hidden.9.norm'.*hidden.2.norm"):
-        build({"input_percentiles": {"module": "hidden.9.norm"}}, model, splits)
+        build({"input_percentiles": {"module": "hidden.9.norm"}}, model, splits, tasks.CLASSIFICATION)

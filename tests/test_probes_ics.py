@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from normexp.models.santurkar import VGG
+from normexp import tasks
+from normexp.models.vgg import VGG
 from normexp.norms import NormSpec
 from normexp.probes.activations import ActivationStats
 from normexp.probes.ics import ICSProbe
@@ -25,7 +26,7 @@ def test_ics_of_a_two_layer_linear_net_matches_the_hand_computation() -> None:
     x = torch.randn(N, D, generator=generator, dtype=torch.float64)
     y = torch.randn(N, K, generator=generator, dtype=torch.float64)
     lr = 0.05
-    measured = ICSProbe(model, None, every=1, task="regression").on_batch(model, x, y, step=1, lr=lr)
+    measured = ICSProbe(model, None, tasks.REGRESSION, every=1).on_batch(model, x, y, step=1, lr=lr)
 
     # L = ‖X W1ᵀ W2ᵀ − Y‖²/(NK); with R = X W1ᵀ W2ᵀ − Y: ∇W2 = c Rᵀ X W1ᵀ, ∇W1 = c W2ᵀ Rᵀ X, c = 2/(NK)
     xn, yn = x.numpy(), y.numpy()
@@ -57,9 +58,9 @@ def _vgg(norm: str = "bn") -> VGG:
 
 def test_ics_measures_every_weight_layer_by_default_and_rejects_unknown_names() -> None:
     model = _vgg()
-    assert ICSProbe(model, None).layers == ["features.0.conv", "features.2.conv", "classifier"]
+    assert ICSProbe(model, None, tasks.CLASSIFICATION).layers == ["features.0.conv", "features.2.conv", "classifier"]
     with pytest.raises(Exception, match=r"features\.1"):
-        ICSProbe(model, None, layers=["features.1"])  # the max-pool has no parameters
+        ICSProbe(model, None, tasks.CLASSIFICATION, layers=["features.1"])  # the max-pool has no parameters
 
 
 @pytest.mark.parametrize("norm", ["bn", "none"])

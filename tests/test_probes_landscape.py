@@ -10,10 +10,11 @@ import pytest
 import torch
 from torch import nn
 
+from normexp import tasks
 from normexp.checkpoint import CHECKPOINT_FILE
 from normexp.probes.landscape import LineSearchProbe, step_sizes
 from normexp.rundir import read_metrics_log
-from normexp.runner import train
+from normexp.training.runner import train
 
 N, D, K = 40, 5, 3
 
@@ -33,7 +34,7 @@ def quadratic() -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
 def test_line_search_matches_the_closed_form_of_a_quadratic(quadratic) -> None:
     model, x, y = quadratic
     lr = 0.1
-    probe = LineSearchProbe(model, None, every=1, eta_min=0.5, eta_max=4.0, points=8, task="regression")
+    probe = LineSearchProbe(model, None, tasks.REGRESSION, every=1, eta_min=0.5, eta_max=4.0, points=8)
     measured = probe.on_batch(model, x, y, step=1, lr=lr)
 
     xn, yn, w = x.numpy(), y.numpy(), model.weight.detach().numpy()
@@ -68,14 +69,14 @@ def test_step_sizes_span_the_multiples_of_the_lr_linearly_or_geometrically() -> 
 
 def test_measures_on_the_first_batch_of_every_nth_step(quadratic) -> None:
     model, x, y = quadratic
-    probe = LineSearchProbe(model, None, every=3, task="regression")
+    probe = LineSearchProbe(model, None, tasks.REGRESSION, every=3)
     measured = [step for step in (1, 1, 2, 3, 4, 4, 7) if probe.on_batch(model, x, y, step, 0.1)]
     assert measured == [1, 4, 7]  # steps 1, 1 + 3, 1 + 6; a second batch of a step (accumulation) is skipped
 
 
 def test_bad_grid_is_a_clear_error(quadratic) -> None:
     with pytest.raises(Exception, match="eta_min <= eta_max"):
-        LineSearchProbe(quadratic[0], None, eta_min=4.0, eta_max=0.5)
+        LineSearchProbe(quadratic[0], None, tasks.REGRESSION, eta_min=4.0, eta_max=0.5)
 
 
 def _train(compose, run_dir: Path, *overrides: str) -> tuple[dict, dict[str, list[float]]]:

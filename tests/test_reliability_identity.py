@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from normexp import config, sweep
-from normexp.rundir import config_hash, resolved_config
-from normexp.runner import train
+from normexp.identity import config_hash
+from normexp.rundir import resolved_config
+from normexp.training.runner import train
 
 RUN = Path("adhoc") / "smoke" / "seed=0"
 

@@ -16,27 +16,26 @@ import pandas as pd
 import pytest
 import torch
 
-from normexp import checkpoint, runner
+from normexp import checkpoint
+from normexp.training import runner
+from normexp.training.loop import SingleRun
 
-RUN = "ioffe2015-fig1/smoke/data.train_size=512,train.eval_every=200,train.log_every=50,train.steps=1200,seed=0"
+GRID = "ioffe2015-fig1/smoke"
+TRAIN = ("train.steps=1200", "train.eval_every=200", "train.log_every=50", "train.checkpoint_every=20")
+VARIANTS = {
+    "single": ("run",),
+    "fused": ("run", "-m", "seed=0,1", "fuse=true", "~probes.input_percentiles"),  # fused cells take no probes
+}
+"""A single run, and a fused cell of two seeds: both are checkpointed, stopped and resumed the same way."""
 
 
-def command(out_dir: Path, extra: tuple[str, ...]) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "normexp",
-        "run",
-        "experiment=ioffe2015-fig1",
-        "scale=smoke",
-        f"out_dir={out_dir}",
-        "train.steps=1200",
-        "train.eval_every=200",
-        "train.log_every=50",
-        "train.checkpoint_every=20",
-        "data.train_size=512",
-        *extra,
-    ]
+def command(out_dir: Path, variant: str, extra: tuple[str, ...]) -> list[str]:
+    args = ("experiment=ioffe2015-fig1", "scale=smoke", f"out_dir={out_dir}", *TRAIN, "data.train_size=512", *extra)
+    return [sys.executable, "-m", "normexp", *VARIANTS[variant], *args]
+
+
+def run_dirs(out_dir: Path) -> list[Path]:
+    return sorted(path for path in (out_dir / GRID).iterdir() if path.is_dir())
 
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -48,40 +47,41 @@ def default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def interrupt(out_dir: Path, sig: signal.Signals, extra: tuple[str, ...]) -> subprocess.CompletedProcess:
-    """Start the run, send ``sig`` once its first checkpoint exists, and wait for the process to end."""
+def interrupt(out_dir: Path, variant: str, sig: signal.Signals, extra: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """Start the run(s), send ``sig`` once a first checkpoint exists, and wait for the process to end."""
     process = subprocess.Popen(
-        command(out_dir, extra),
+        command(out_dir, variant, extra),
         env=ENV,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=default_sigint,  # only resets a signal disposition, before exec
     )
-    checkpoint = out_dir / RUN / "checkpoint.pt"
     deadline = time.monotonic() + 120
-    while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+    while not list(out_dir.glob(f"{GRID}/*/checkpoint.pt")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     process.send_signal(sig)
     out, err = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def finish(out_dir: Path, extra: tuple[str, ...]) -> dict:
-    subprocess.run(command(out_dir, extra), env=ENV, check=True, capture_output=True)
-    return json.loads((out_dir / RUN / "summary.json").read_text())
+def finish(out_dir: Path, variant: str, extra: tuple[str, ...]) -> list[dict]:
+    subprocess.run(command(out_dir, variant, extra), env=ENV, check=True, capture_output=True)
+    return [json.loads((run / "summary.json").read_text()) for run in run_dirs(out_dir)]
 
 
-def weights(out_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(out_dir / RUN / "checkpoint.pt", weights_only=True)["model"]
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run / "checkpoint.pt", weights_only=True)["model"]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, device_overrides: tuple[str, ...]) -> Path:
-    """The uninterrupted run."""
-    out_dir = tmp_path_factory.mktemp("reference")
-    finish(out_dir, device_overrides)
-    return out_dir
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
+def reference(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, device_overrides: tuple[str, ...]
+) -> tuple[str, Path]:
+    """The uninterrupted run(s) of each variant."""
+    out_dir = tmp_path_factory.mktemp(f"reference-{request.param}")
+    finish(out_dir, request.param, device_overrides)
+    return request.param, out_dir
 
 
 STOP_SIGNALS = [signal.SIGKILL, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT]
@@ -89,41 +89,49 @@ KILLED = [pytest.param(sig, marks=[pytest.mark.equality] if sig == signal.SIGKIL
 
 
 @pytest.mark.parametrize("sig", KILLED, ids=[sig.name for sig in STOP_SIGNALS])
-def test_interrupted_run_resumes_bit_identical(
-    reference: Path, tmp_path: Path, sig: signal.Signals, device_overrides: tuple[str, ...]
+def test_interrupted_runs_resume_bit_identical(
+    reference: tuple[str, Path], tmp_path: Path, sig: signal.Signals, device_overrides: tuple[str, ...]
 ) -> None:
-    interrupted = interrupt(tmp_path, sig, device_overrides)
+    variant, expected_dir = reference
+    interrupted = interrupt(tmp_path, variant, sig, device_overrides)
     assert interrupted.returncode != 0
-    summary_path = tmp_path / RUN / "summary.json"
-    if sig != signal.SIGKILL:  # handled: checkpointed at the next step boundary, recorded as interrupted
-        stopped = json.loads(summary_path.read_text())
-        assert stopped["status"] == "interrupted" and 0 < stopped["steps"] < 1200
-        assert sig.name in stopped["error"] and "relaunch the same command to resume" in interrupted.stderr
-        assert "Traceback" not in interrupted.stderr
-        saved = torch.load(tmp_path / RUN / "checkpoint.pt", weights_only=True)
-        assert saved["step"] == stopped["steps"]
-    else:  # killed outright: no summary, only the last periodic checkpoint
-        assert not summary_path.exists()
-    resumed = finish(tmp_path, device_overrides)
-    assert resumed["status"] == "completed" and resumed["steps"] == 1200
-    expected, actual = weights(reference), weights(tmp_path)
-    assert all(torch.equal(expected[name], actual[name]) for name in expected)
-    pd.testing.assert_frame_equal(
-        pd.read_parquet(reference / RUN / "metrics.parquet"), pd.read_parquet(tmp_path / RUN / "metrics.parquet")
-    )
-    assert resumed["final"] == json.loads((reference / RUN / "summary.json").read_text())["final"]
+    for run in run_dirs(tmp_path):
+        if sig != signal.SIGKILL:  # handled: checkpointed at the next step boundary, recorded as interrupted
+            stopped = json.loads((run / "summary.json").read_text())
+            assert stopped["status"] == "interrupted" and 0 < stopped["steps"] < 1200
+            assert sig.name in stopped["error"] and "relaunch the same command to resume" in interrupted.stderr
+            assert "Traceback" not in interrupted.stderr
+            assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == stopped["steps"]
+        else:  # killed outright: no summary, only the last periodic checkpoint
+            assert not (run / "summary.json").exists()
+    resumed = finish(tmp_path, variant, device_overrides)
+    references = run_dirs(expected_dir)
+    assert [run.name for run in run_dirs(tmp_path)] == [run.name for run in references]
+    for summary, run, expected in zip(resumed, run_dirs(tmp_path), references, strict=True):
+        assert summary["status"] == "completed" and summary["steps"] == 1200
+        assert all(torch.equal(value, weights(run)[name]) for name, value in weights(expected).items())
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(expected / "metrics.parquet"), pd.read_parquet(run / "metrics.parquet")
+        )
+        assert summary["final"] == json.loads((expected / "summary.json").read_text())["final"]
 
 
-def test_checkpoints_load_with_weights_only(reference: Path) -> None:
-    state = torch.load(reference / RUN / "checkpoint.pt", weights_only=True)
-    assert state["step"] == 1200 and set(state) >= {"model", "optimizer", "scheduler", "sampler", "rng"}
+def test_checkpoints_load_with_weights_only(reference: tuple[str, Path]) -> None:
+    for run in run_dirs(reference[1]):  # a fused member's checkpoint has a separate run's form
+        state = torch.load(run / "checkpoint.pt", weights_only=True)
+        assert state["step"] == 1200 and set(state) >= {"model", "optimizer", "scheduler", "batches", "rng"}
 
 
-def test_resume_never_starts_again(reference: Path, tmp_path: Path, device_overrides: tuple[str, ...]) -> None:
-    interrupt(tmp_path, signal.SIGKILL, device_overrides)
-    subprocess.run([*command(tmp_path, device_overrides), "resume=never"], env=ENV, check=True, capture_output=True)
-    metrics = pd.read_parquet(tmp_path / RUN / "metrics.parquet")
-    pd.testing.assert_frame_equal(pd.read_parquet(reference / RUN / "metrics.parquet"), metrics)
+def test_resume_never_starts_again(
+    reference: tuple[str, Path], tmp_path: Path, device_overrides: tuple[str, ...]
+) -> None:
+    variant, expected_dir = reference
+    interrupt(tmp_path, variant, signal.SIGKILL, device_overrides)
+    rerun = [*command(tmp_path, variant, device_overrides), "resume=never"]
+    subprocess.run(rerun, env=ENV, check=True, capture_output=True)
+    for expected, run in zip(run_dirs(expected_dir), run_dirs(tmp_path), strict=True):
+        metrics = pd.read_parquet(run / "metrics.parquet")
+        pd.testing.assert_frame_equal(pd.read_parquet(expected / "metrics.parquet"), metrics)
 
 
 def test_stop_signals_follow_submitits_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,15 +176,16 @@ SMOKE_RUN = ("experiment=ioffe2015-fig1", "train.checkpoint_every=5")
 
 
 def stop_at(monkeypatch: pytest.MonkeyPatch, step: int, stop) -> None:
-    """Make the training loop call ``stop()`` right after optimizer step ``step``."""
-    original = runner._Loop._train_step
+    """Make the training loop call ``stop()`` inside optimizer step ``step``, after the update."""
+    original = SingleRun.train_step
 
-    def train_step(loop: runner._Loop) -> None:
-        original(loop)
-        if loop.step == step:
+    def train_step(stepper: SingleRun, at: int) -> list:
+        measured = original(stepper, at)
+        if at == step:
             stop()
+        return measured
 
-    monkeypatch.setattr(runner._Loop, "_train_step", train_step)
+    monkeypatch.setattr(SingleRun, "train_step", train_step)
 
 
 def test_submitits_preemption_checkpoints_then_requeues(cli, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,7 +242,8 @@ def test_a_run_stopped_mid_step_is_interrupted_and_resumes(compose, tmp_path: Pa
     with pytest.raises(stop):
         runner.train(compose(*SMOKE_RUN), run)
     stopped = json.loads((run / "summary.json").read_text())
-    assert stopped["status"] == "interrupted" and stopped["steps"] == 7 and stop.__name__ in stopped["error"]
+    # stopped inside step 7, which the loop never counted: 6 steps done, the checkpoint of step 5 to resume from
+    assert stopped["status"] == "interrupted" and stopped["steps"] == 6 and stop.__name__ in stopped["error"]
     assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] == 5 and not is_finished(run)
     monkeypatch.undo()
     resumed = runner.train(compose(*SMOKE_RUN), run)

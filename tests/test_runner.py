@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from normexp.runner import train
+from normexp.training.runner import train
 
 SMOKE = "ioffe2015-fig1/smoke"
 

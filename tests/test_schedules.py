@@ -41,6 +41,14 @@ def test_inverse_sqrt_without_warmup_decays_from_the_first_update() -> None:
     assert factors(schedule("inverse_sqrt", 0), 4) == pytest.approx([1, 1 / math.sqrt(2), 1 / math.sqrt(3), 0.5])
 
 
+def test_inverse_sqrt_with_a_decay_start_decays_alike_after_any_warmup() -> None:
+    """Warm-ups 0, 2 and 4 share lr × sqrt(4 / t) past t = 4; the shorter ones hold lr_max until then."""
+    tail = [math.sqrt(4 / 5), math.sqrt(4 / 6)]
+    assert factors(schedule("inverse_sqrt", 0, decay_start=4), 6) == pytest.approx([1, 1, 1, 1, *tail])
+    assert factors(schedule("inverse_sqrt", 2, decay_start=4), 6) == pytest.approx([0.5, 1, 1, 1, *tail])
+    assert factors(schedule("inverse_sqrt", 4, decay_start=4), 6) == pytest.approx([0.25, 0.5, 0.75, 1, *tail])
+
+
 def test_warmup_then_constant_and_no_warmup() -> None:
     assert factors(schedule("constant", 4), 6) == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1])
     assert factors(schedule("constant", 0), 3) == [1, 1, 1]

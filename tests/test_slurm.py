@@ -15,10 +15,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from normexp.config import compose_config
 
@@ -66,10 +68,11 @@ def sweep_dir(out_dir: Path, experiment: str = "adhoc") -> Path:
     return out_dir / experiment / "smoke"
 
 
-def run_folders(out_dir: Path) -> dict[str, Path]:
-    """The run folders of a smoke-scale sweep, by name (submitit's logs in ``.submitit/`` are not runs)."""
-    folders = sweep_dir(out_dir).iterdir()
-    return {folder.name: folder for folder in sorted(folders) if folder.is_dir() and not folder.name.startswith(".")}
+def run_folders(out_dir: Path, key: str) -> dict[Any, Path]:
+    """The run folders of a smoke-scale sweep by the value of ``key`` in their configs (their names are the
+    launcher's business; submitit's logs in ``.submitit/`` are not runs)."""
+    configs = sweep_dir(out_dir).glob("*/config.yaml")
+    return {OmegaConf.select(OmegaConf.load(path), key): path.parent for path in sorted(configs)}
 
 
 def summary(run_dir: Path) -> dict:
@@ -140,12 +143,9 @@ def test_grid_is_one_job_array_and_a_failing_run_does_not_stop_it(
     status, out, _err = cli("run", "-m", *GRID, f"out_dir={out_dir}", *SLURM, setup)
     assert status == 1 and "runs: 1 completed, 1 failed" in out
     assert activated.exists()
-    runs = run_folders(out_dir)
-    assert {name: summary(folder)["status"] for name, folder in runs.items()} == {
-        "norm=bn,train.norm_batch=1,seed=0": "failed",
-        "norm=bn,train.norm_batch=60,seed=0": "completed",
-    }
-    assert "Expected more than 1 value per channel" in summary(runs["norm=bn,train.norm_batch=1,seed=0"])["error"]
+    runs = run_folders(out_dir, "train.norm_batch")
+    assert {norm_batch: summary(run)["status"] for norm_batch, run in runs.items()} == {1: "failed", 60: "completed"}
+    assert "Expected more than 1 value per channel" in summary(runs[1])["error"]
     jobs = slurm_jobs(out_dir)
     assert len(jobs) == 2 and len({job.split("_")[0] for job in jobs}) == 1  # two tasks of one array job
     assert "#SBATCH --array=0-1" in sbatch_scripts(out_dir)
@@ -154,12 +154,10 @@ def test_grid_is_one_job_array_and_a_failing_run_does_not_stop_it(
 
     local = tmp_path / "local"
     assert cli("run", "-m", *GRID, f"out_dir={local}")[0] == 1
-    trained = "norm=bn,train.norm_batch=60,seed=0"
-    assert_same_runs(run_folders(local)[trained], runs[trained])
+    assert_same_runs(run_folders(local, "train.norm_batch")[60], runs[60])
 
 
 LONG_RUN = ("scale=smoke", "train.steps=1500", "train.log_every=100", "train.eval_every=500", "data.train_size=512")
-LONG_RUN_FOLDER = "data.train_size=512,train.eval_every=500,train.log_every=100,train.steps=1500,seed=0"
 
 
 @pytest.fixture(scope="module")
@@ -169,15 +167,13 @@ def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out_dir = tmp_path_factory.mktemp("uninterrupted")
     assert main(["run", "-m", *LONG_RUN, f"out_dir={out_dir}"]) == 0
-    return run_folders(out_dir)[LONG_RUN_FOLDER]
+    (run,) = run_folders(out_dir, "seed").values()
+    return run
 
 
-def trained_steps(run_dir: Path) -> int:
-    """The last step the run has logged so far (0 before its first record)."""
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return 0
+def trained_steps(out_dir: Path) -> int:
+    """The last step the sweep's one run has logged so far (0 before its first record)."""
+    lines = [line for log in sweep_dir(out_dir).glob("*/metrics.jsonl") for line in log.read_text().splitlines()]
     return max((json.loads(line)["step"] for line in lines if line.endswith("}")), default=0)
 
 
@@ -199,18 +195,21 @@ def test_interrupted_run_is_requeued_and_resumes_bit_identical(uninterrupted: Pa
         stderr=subprocess.PIPE,
         text=True,
     )
-    run_dir = sweep_dir(out_dir) / LONG_RUN_FOLDER
-    for step, command in INTERRUPTIONS.items():
-        deadline = time.monotonic() + 180
-        while trained_steps(run_dir) < step and launch.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert launch.poll() is None and trained_steps(run_dir) < 1500, f"the run ended before {command}"
-        (job,) = slurm_jobs(out_dir)
-        subprocess.run([*command, job], check=True)
-    _out, err = launch.communicate(timeout=300)
+    try:
+        for step, command in INTERRUPTIONS.items():
+            deadline = time.monotonic() + 180
+            while trained_steps(out_dir) < step and launch.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert launch.poll() is None and trained_steps(out_dir) < 1500, f"the run ended before {command}"
+            (job,) = slurm_jobs(out_dir)
+            subprocess.run([*command, job], check=True)
+        _out, err = launch.communicate(timeout=300)
+    finally:  # a launch left waiting on a lost job would outlive the test
+        launch.kill()
     assert launch.returncode == 0, err
 
     assert accounting(job) == ["REQUEUED", "REQUEUED", "COMPLETED"]
+    (run_dir,) = run_folders(out_dir, "seed").values()
     assert summary(run_dir)["status"] == "completed"
     assert_same_runs(uninterrupted, run_dir)
     log = job_log(out_dir, job)

@@ -17,19 +17,12 @@ from omegaconf import OmegaConf
 
 from normexp import data, probes, tasks
 from normexp.errors import ConfigError
-from normexp.models.santurkar import VGG
+from normexp.grids import Grid, SurfaceSettings, grid_coordinates
+from normexp.landscapes import TrainedRun, interpolation_slice, random_surface, surface_settings
+from normexp.landscapes.directions import filter_normalized_direction
+from normexp.models.vgg import VGG
 from normexp.norms import NormSpec
-from normexp.probes.directions import filter_normalized_direction
-from normexp.probes.surface import (
-    Grid,
-    SurfaceSettings,
-    TrainedRun,
-    grid_coordinates,
-    interpolation_slice,
-    random_surface,
-    surface_settings,
-)
-from normexp.runner import train
+from normexp.training.runner import train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "landscape.py"
 
@@ -184,11 +177,11 @@ def test_a_trained_run_folder_loads_and_evaluates_like_the_runner(compose, tmp_p
 def test_the_surface_probe_holds_settings_and_stays_out_of_the_training_loop() -> None:
     splits = data.load(OmegaConf.create({"name": "fashion_mnist", "synthetic": True, "train_size": 2, "test_size": 2}))
     model = _vgg(0)
-    assert probes.build({"surface": {"points_1d": 7}}, model, splits) == []
+    assert probes.build({"surface": {"points_1d": 7}}, model, splits, tasks.CLASSIFICATION) == []
     assert probes.PROBES["surface"](model=model, splits=splits, points_1d=7).settings.points_1d == 7
     for bad in ({"points_2d": 1}, {"alpha_min": 2.0}, {"span": 0.0}, {"point": 5}):
         with pytest.raises(ConfigError, match="probe surface"):
-            probes.build({"surface": bad}, model, splits)
+            probes.build({"surface": bad}, model, splits, tasks.CLASSIFICATION)
 
 
 def test_surface_settings_come_from_the_run_config_and_the_script_overrides_them(compose, tmp_path: Path) -> None:

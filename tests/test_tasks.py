@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from normexp import tasks
 from normexp.errors import ConfigError
-from normexp.runner import evaluate
+from normexp.training.loop import evaluate
 
 VOCAB = 7
 

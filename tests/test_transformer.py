@@ -11,7 +11,6 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from normexp import models
-from normexp.config import norm_options
 from normexp.data.translation import BOS, EOS, PAD
 from normexp.models.transformer import DecoderBlock, EncoderBlock, TransformerLM, TransformerSeq2Seq, sinusoids
 from normexp.norms import NormSpec
@@ -113,7 +112,7 @@ def test_paper_architectures_from_config(compose) -> None:
 
 def test_rms_norm_from_the_zoo_fills_every_norm_slot(compose) -> None:
     cfg = compose("model=transformer_pre", "norm=rms", "data=text")
-    model = models.build(cfg.model, NormSpec.parse(**norm_options(cfg)), (8,), 256)
+    model = models.from_config(cfg, (8,), 256)
     slots = [model.final_norm, *(m for layer in model.layers for m in (layer.norm1, layer.norm2))]
     assert all(type(m).__name__ == "RMSNorm" and m.channels_last for m in slots)
 

@@ -16,8 +16,8 @@ from normexp.data.splits import Splits
 from normexp.data.translation import BOS, EOS, PAD, UNK, pack
 from normexp.errors import DataError
 from normexp.probes.translation import Bleu
-from normexp.runner import train
 from normexp.tasks import IGNORE
+from normexp.training.runner import train
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prepare_iwslt14.py"
 

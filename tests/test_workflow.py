@@ -56,21 +56,22 @@ def wandb_records(run_dir: Path, kind: str) -> list:
     The file is a LevelDB-style log (wandb's ``datastore`` format): a 7-byte header, then 32 KiB blocks of records
     (crc32, length, type: full/first/middle/last) carrying serialized ``Record`` messages.
     """
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    return [getattr(record, kind) for record in _finished_records(offline) if record.WhichOneof("record_type") == kind]
+
+
+def _finished_records(offline: Path) -> list:
+    """Every record of the offline W&B run in folder ``offline``, once it holds the ``exit`` record."""
     for _ in range(300):
-        records = _wandb_file_records(run_dir)
+        records = _wandb_file_records_of(offline)
         if any(record.WhichOneof("record_type") == "exit" for record in records):
             break
         time.sleep(0.1)
-    return [getattr(record, kind) for record in records if record.WhichOneof("record_type") == kind]
-
-
-def _wandb_file_records(run_dir: Path) -> list:
-    (offline,) = run_dir.glob("wandb/offline-run-*")
-    return _wandb_file_records_of(offline)
+    return records
 
 
 def _wandb_file_records_of(offline: Path) -> list:
-    """Every record of the offline W&B run in folder ``offline``."""
+    """Every record written so far to the offline W&B run in folder ``offline``."""
     from wandb.proto import wandb_internal_pb2
 
     (path,) = offline.glob("run-*.wandb")
@@ -274,7 +275,7 @@ def test_reproduce_logs_results_as_an_artifact_of_one_figures_run(cli, tmp_path:
         cli(*args, *extra)
     figures_runs = sorted(out_dir.glob("wandb/offline-run-*"))
     assert len({folder.name.rsplit("-", 1)[1] for folder in figures_runs}) == 1  # one stable id per claim+scale
-    records = [record for folder in figures_runs for record in _wandb_file_records_of(folder)]
+    records = [record for folder in figures_runs for record in _finished_records(folder)]
     kinds = [record.WhichOneof("record_type") for record in records]
     runs = [record.run for record, kind in zip(records, kinds, strict=True) if kind == "run"]
     artifacts = [record.artifact for record, kind in zip(records, kinds, strict=True) if kind == "artifact"]

@@ -1,13 +1,14 @@
 """The claim registry: each paper claim, the experiment that measures it, its pass criteria and its figures.
 
 A claim turns stored results into a verdict with :meth:`Claim.verify` and into figures with its ``plot``
-function. Criteria are fixed in advance (``shared/PAPERS.md``) and implemented as written; a claim whose criteria
-fail is "not reproduced", with the measured numbers in each :class:`Check`. A claim for which PAPERS.md fixes no
+function. Criteria are fixed in advance (``docs/claims.md``) and implemented as written; a claim whose criteria
+fail is "not reproduced", with the measured numbers in each :class:`Check`. A claim for which docs/claims.md fixes no
 criterion (``criteria=None``) is a figure set: its verdict is "figures only" once its runs are stored.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +17,12 @@ from typing import Any
 import pandas as pd
 
 from normexp.errors import UserError
-from normexp.rundir import atomic_write
+from normexp.grids import SurfaceJob
+from normexp.rundir import FINAL_STATUSES, atomic_write
 
-VERDICTS = ("reproduced", "not reproduced", "insufficient data", "figures only")
-"""Every verdict; only "not reproduced" says that a criterion failed."""
+VERDICTS = ("reproduced", "not reproduced", "not testable at this scale", "insufficient data", "figures only")
+"""Every verdict; only "not reproduced" says that a criterion failed. "not testable at this scale": no criterion
+failed, but one could not be tested within the scale's budget (its check says what it would cost)."""
 
 
 class InsufficientData(Exception):
@@ -36,15 +39,24 @@ class Results:
 
 @dataclass(frozen=True)
 class Check:
-    """One pass criterion with what was measured."""
+    """One pass criterion with what was measured.
+
+    ``passed`` is None when the criterion cannot be tested at this scale (``measured`` then says why and what it
+    would cost). ``margin`` is the criterion's slack in its own units, > 0 when it passes and < 0 when it fails
+    (e.g. BN's accuracy minus no-BN's for "BN more accurate"), so a sensitivity map shows how close each call was.
+    """
 
     name: str
-    passed: bool
+    passed: bool | None
     measured: str
+    margin: float | None = None
 
     def __post_init__(self) -> None:
         # criteria compare numpy scalars; a numpy bool would reach verdict.json as the string "False"
-        object.__setattr__(self, "passed", bool(self.passed))
+        if self.passed is not None:
+            object.__setattr__(self, "passed", bool(self.passed))
+        if self.margin is not None:  # an infinite margin (a diverged run's −inf accuracy) says no more than passed
+            object.__setattr__(self, "margin", float(self.margin) if math.isfinite(self.margin) else None)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,8 @@ class Verdict:
     n_runs: int
     checks: list[Check] = field(default_factory=list)
     note: str = ""
+    setting: dict[str, Any] = field(default_factory=dict)  # a sensitivity map's non-primary value; {}: primary
+    sensitivity: list[Verdict] = field(default_factory=list)  # the map: the same criteria at every other setting
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``verdict.json``."""
@@ -71,10 +85,11 @@ class Claim:
     title: str
     paper: str
     paper_figure: str
-    criteria: Callable[[Results], list[Check]] | None  # None: no criterion in PAPERS.md, figures only
+    criteria: Callable[[Results], list[Check]] | None  # None: no criterion was pre-registered, figures only
     plot: Callable[[Results, Path], list[Path]]
     experiments: tuple[str, ...] = ()
-    paper_result: str = ""  # the paper's own numbers (shared/PAPERS.md), shown beside ours
+    paper_result: str = ""  # the paper's own numbers (docs/claims.md), shown beside ours
+    surfaces: Callable[[pd.DataFrame], list[SurfaceJob]] | None = None  # loss surfaces its figures read, per summary
 
     def __post_init__(self) -> None:
         if not self.experiments:
@@ -86,13 +101,46 @@ class Claim:
         if n_runs == 0:
             return Verdict(self.id, scale, "insufficient data", 0, note="no stored runs")
         if self.criteria is None:
-            return Verdict(self.id, scale, "figures only", n_runs, note="PAPERS.md fixes no pass criterion")
+            return Verdict(self.id, scale, "figures only", n_runs, note="no pass criterion was pre-registered")
         try:
             checks = self.criteria(results)
         except InsufficientData as why:
             return Verdict(self.id, scale, "insufficient data", n_runs, note=str(why))
-        verdict = "reproduced" if all(check.passed for check in checks) else "not reproduced"
-        return Verdict(self.id, scale, verdict, n_runs, checks)
+        return Verdict(self.id, scale, verdict_of(checks), n_runs, checks)
+
+
+def verdict_of(checks: list[Check]) -> str:
+    """ "not reproduced" if a check failed, else "not testable at this scale" if one could not be tested, else
+    "reproduced"."""
+    if any(check.passed is False for check in checks):
+        return "not reproduced"
+    if any(check.passed is None for check in checks):
+        return "not testable at this scale"
+    return "reproduced"
+
+
+def mark(check: Check, markdown: bool = True) -> str:
+    """✅/❌/⏸ (PASS/FAIL/UNTESTED in plain text) for a check's outcome."""
+    marks = ("✅", "❌", "⏸") if markdown else ("PASS", "FAIL", "UNTESTED")
+    return marks[0] if check.passed else marks[2] if check.passed is None else marks[1]
+
+
+MIN_SEEDS = 3
+"""docs/claims.md: "Seeds" means at least 3 seeds per cell."""
+
+
+def finished(summary: pd.DataFrame) -> pd.DataFrame:
+    """The runs of ``summary`` that are over: completed or diverged (failed and interrupted runs are not results)."""
+    return summary[summary["status"].isin(FINAL_STATUSES)]
+
+
+def seeded_cell(frame: pd.DataFrame, where: pd.Series, name: str, min_seeds: int = MIN_SEEDS) -> pd.DataFrame:
+    """The rows of one grid cell (``frame[where]``, called ``name`` in messages); :class:`InsufficientData` with
+    fewer than ``min_seeds`` seeds."""
+    runs = frame[where]
+    if runs["seed"].nunique() < min_seeds:
+        raise InsufficientData(f"{name}: {runs['seed'].nunique()} seeds, {min_seeds} needed")
+    return runs
 
 
 def median_range(values: pd.Series, digits: int) -> str:

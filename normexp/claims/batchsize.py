@@ -14,24 +14,16 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from omegaconf import OmegaConf
 
 from normexp import plotting
 from normexp.analysis import aggregate
-from normexp.claims import InsufficientData, median_range
+from normexp.claims import InsufficientData, finished, median_range, seeded_cell
 
 NORM = "norm.name"
 BATCH = "train.batch_size"
 NORM_BATCH = "train.norm_batch"
 FINAL_ACC = "final/test/acc"
-MIN_SEEDS = 3
-"""PAPERS.md: "Seeds" means at least 3 seeds per cell."""
 EXPERIMENT = "batchsize"
-
-# Until normexp.config.register() registers it, the resolver the batchsize configs use (steps = images // batch) is
-# registered when the claims load, which the CLI and the tests do before composing any config.
-if not OmegaConf.has_resolver("div"):
-    OmegaConf.register_new_resolver("div", lambda a, b: int(a) // int(b))
 
 
 def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
@@ -41,18 +33,18 @@ def final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
     for column in (NORM, BATCH, "seed", "status", "wall_time_s", FINAL_ACC):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
-    literal = summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else True
-    runs = summary[summary["status"].isin(["completed", "diverged"]) & literal]
+    everything = pd.Series(True, index=summary.index)
+    literal = (
+        summary[NORM_BATCH].isna() | (summary[NORM_BATCH] == summary[BATCH]) if NORM_BATCH in summary else everything
+    )
+    runs = finished(summary[literal])
     acc = np.where(runs["status"] == "diverged", -math.inf, 100 * runs[FINAL_ACC].astype(float))
     return runs[[NORM, BATCH, "seed", "status", "wall_time_s"]].assign(acc=acc, error=100 - acc)
 
 
 def cell(final: pd.DataFrame, norm: str, batch: int) -> pd.DataFrame:
     """The runs of one (norm, batch) cell; :class:`InsufficientData` with fewer than :data:`MIN_SEEDS` seeds."""
-    runs = final[(final[NORM] == norm) & (final[BATCH] == batch)]
-    if runs["seed"].nunique() < MIN_SEEDS:
-        raise InsufficientData(f"{norm} at batch {batch}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
-    return runs
+    return seeded_cell(final, (final[NORM] == norm) & (final[BATCH] == batch), f"{norm} at batch {batch}")
 
 
 def median(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> float:
@@ -69,19 +61,27 @@ def describe(final: pd.DataFrame, norm: str, batch: int, value: str = "acc") -> 
     )
 
 
-def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str]) -> None:
-    """Median test error against the batch size (log-2 axis) per norm, the seeds' IQR as a band; finished runs."""
+def error_vs_batch(ax: object, final: pd.DataFrame, norms: Sequence[str], batches: Sequence[int] = ()) -> None:
+    """Median test error against the batch size per norm, with the min–max over seeds as a band (finished runs),
+    the batch decreasing from left to right as in Wu & He's Fig. 1 (log-2 axis); only ``batches`` when given."""
     finished = final[np.isfinite(final["error"])]
+    if batches:
+        finished = finished[finished[BATCH].isin(batches)]
     cells = aggregate(finished, [NORM, BATCH], "error")
     for norm in plotting.sorted_norms(set(norms) & set(cells[NORM])):
-        norm_cells, color = cells[cells[NORM] == norm], plotting.norm_color(norm)
-        plotting.band(ax, norm_cells, norm, color, x=BATCH)
-        ax.scatter(norm_cells[BATCH], norm_cells["median"], s=12, color=color)
-    batches = sorted(cells[BATCH].unique())
+        plotting.band(ax, cells[cells[NORM] == norm], norm, norm, x=BATCH)
+    shown = sorted(cells[BATCH].unique())
     ax.set_xscale("log", base=2)
-    ax.set_xticks(batches, [str(b) for b in batches])
-    ax.set(xlabel="batch size (images per norm batch and per step)", ylabel="test error (%)")
+    ax.set_xticks(shown, [str(b) for b in shown])
+    ax.minorticks_off()
+    ax.set_xlim(max(shown) * 1.25, min(shown) / 1.25)  # large batches left, as the paper
+    ax.set(xlabel="batch size (images per step, sharing norm statistics)", ylabel="test error (%)")
     ax.legend(title="norm")
+
+
+def batch_caption(what: str) -> plotting.Caption:
+    """The caption of an error-against-batch figure; a cell is a (norm, batch) pair."""
+    return plotting.Caption(what, cells=[NORM, BATCH])
 
 
 def setting(summary: pd.DataFrame) -> str:

@@ -1,14 +1,16 @@
 """Ioffe & Szegedy 2015 (arXiv 1502.03167), Fig. 1: BN speeds up training, stabilizes the sigmoid inputs, and
-allows much higher learning rates. Criteria: PAPERS.md §1.
+allows much higher learning rates. Criteria: docs/claims.md §1.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 
 from normexp import plotting
 from normexp.analysis import aggregate, curves
@@ -74,52 +76,86 @@ def fig1_criteria(results: Results) -> list[Check]:
             "1a: BN more accurate at 20% of the steps",
             bn_early > none_early,
             f"step {early}: BN {bn_early:.4f} vs no-BN {none_early:.4f}",
+            bn_early - none_early,
         ),
         Check(
             "1a: BN more accurate at the end",
             bn_end > none_end,
             f"step {total}: BN {bn_end:.4f} vs no-BN {none_end:.4f}",
+            bn_end - none_end,
         ),
         Check(
             "1a: BN reaches no-BN's final accuracy within 0.5× the steps",
             steps_to_target is not None and steps_to_target <= 0.5 * total,
             f"BN reached {none_end:.4f} at step {steps_to_target} of {total}",
+            0.5 - steps_to_target / total if steps_to_target is not None else None,
         ),
         Check(
             "1b: range of p50 smaller with BN",
             medians.loc["bn", "p50_range"] < medians.loc["none", "p50_range"],
             f"BN {medians.loc['bn', 'p50_range']:.3f} vs no-BN {medians.loc['none', 'p50_range']:.3f}",
+            medians.loc["none", "p50_range"] - medians.loc["bn", "p50_range"],
         ),
         Check(
             "1b: range of p85 − p15 smaller with BN",
             medians.loc["bn", "spread_range"] < medians.loc["none", "spread_range"],
             f"BN {medians.loc['bn', 'spread_range']:.3f} vs no-BN {medians.loc['none', 'spread_range']:.3f}",
+            medians.loc["none", "spread_range"] - medians.loc["bn", "spread_range"],
         ),
     ]
 
 
 def fig1_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 1a (test accuracy over steps) and 1b/c (sigmoid-input percentiles without and with BN)."""
-    fig, axes = plotting.figure(ncols=3)
+    """Fig. 1a (test accuracy over steps, from 10% of the run as the paper's 10k–50k, with the criteria's marks) and
+    1b/c (the sigmoid input's percentiles without and with BN, on one y scale)."""
+    fig, axes = plotting.figure(ncols=3, height=2.4)
     acc = curves(results.runs, ACC, [NORM])
     for norm in plotting.sorted_norms(acc[NORM]):
-        plotting.band(axes[0], acc[acc[NORM] == norm], norm, plotting.norm_color(norm))
+        plotting.band(axes[0], acc[(acc[NORM] == norm) & (acc["step"] >= 0.1 * acc["step"].max())], norm, norm)
+    if not acc.empty:
+        _mark_speed_criteria(axes[0], acc)
     axes[0].set(title="(a) test accuracy", xlabel="step", ylabel="accuracy")
-    axes[0].legend(title="norm")
+    axes[0].legend(title="norm", loc="lower right")
     percentile_curves = pd.concat(
         [curves(results.runs, metric, [NORM]).assign(percentile=metric.split("/")[1]) for metric in PERCENTILES]
     )
     styles = {"p15": ":", "p50": "-", "p85": "--"}
+    axes[2].sharey(axes[1])  # one y scale for (b) and (c), so their spreads compare at a glance
     for ax, norm, label in ((axes[1], "none", "(b) without BN"), (axes[2], "bn", "(c) with BN")):
         for percentile, cell in percentile_curves[percentile_curves[NORM] == norm].groupby("percentile"):
-            plotting.band(ax, cell, percentile, plotting.norm_color(norm), linestyle=styles[percentile])
-        ax.set(title=f"{label}: sigmoid input", xlabel="step", ylabel="value (median, IQR over seeds)")
-        ax.legend(title="percentile", fontsize=7)
-    if not percentile_curves.empty:  # one y scale for (b) and (c), so their spreads compare at a glance
-        low, high = percentile_curves["median"].min(), percentile_curves["median"].max()
-        for ax in axes[1:]:
-            ax.set_ylim(low - 0.15 * (high - low), high + 0.15 * (high - low))
-    return plotting.save(fig, out, "fig1")
+            look = replace(plotting.style(norm), linestyle=styles[percentile], marker="")
+            plotting.band(ax, cell, percentile, look)
+        ax.set(title=f"{label}: sigmoid input", xlabel="step", ylabel="percentile of the input")
+    handles = [Line2D([], [], color="0.3", linestyle=s, label=p) for p, s in styles.items()]
+    axes[2].legend(handles=handles, title="percentile", loc="lower center", ncols=3, columnspacing=0.8)
+    plotting.note(fig, plotting.band_note(plotting.cell_counts(results.summary, NORM)))
+    text = plotting.Caption(
+        "Ioffe & Szegedy 2015, Fig. 1. (a) Test accuracy against training steps with and without BN, from 10% of "
+        "the run on (the paper shows 10k–50k of 50k steps); dotted: criterion 1a's marks (20% of the steps, "
+        "0.5× the steps, no-BN's final accuracy). (b, c) The 15th, 50th and 85th percentiles of one sigmoid "
+        "input of the last hidden layer over training, without and with BN, on a shared y axis.",
+        cells=[NORM],
+    )
+    return plotting.save(fig, out, "fig1", text, results.summary)
+
+
+def _mark_speed_criteria(ax: object, acc: pd.DataFrame) -> None:
+    """Criterion 1a's marks: 20% and 0.5× of the steps, and no-BN's final median accuracy."""
+    total = acc["step"].max()
+    for fraction, label in ((0.2, "20%"), (0.5, "0.5×")):
+        ax.axvline(fraction * total, color="0.4", linestyle=":", linewidth=0.8)
+        ax.annotate(
+            label,
+            (fraction * total, 1),
+            xycoords=("data", "axes fraction"),
+            xytext=(2, -8),
+            textcoords="offset points",
+            fontsize=plotting.MIN_FONT_PT,
+            color="0.3",
+        )
+    none = acc[acc[NORM] == "none"]
+    if not none.empty:
+        ax.axhline(_at(none, int(total)), color="0.4", linestyle=":", linewidth=0.8)
 
 
 def _final_accuracy(summary: pd.DataFrame) -> pd.DataFrame:
@@ -155,6 +191,7 @@ def lr_criteria(results: Results) -> list[Check]:
                 f"1c: BN at {multiple}× ≥ no-BN at 1× (lr {best:g})",
                 bn["acc"].median() >= base,
                 f"BN@{best * multiple:g}: {_describe(bn)}; no-BN@{best:g}: {_describe(reference)}",
+                bn["acc"].median() - base,
             )
         )
     for multiple in (5, 30):
@@ -165,55 +202,86 @@ def lr_criteria(results: Results) -> list[Check]:
                 f"1c: no-BN at {multiple}× diverges or ends worse than at 1×",
                 bool(worse),
                 f"no-BN@{best * multiple:g}: {_describe(none)}",
+                base - none["acc"].median(),
             )
         )
     return checks
 
 
 def lr_plot(results: Results, out: Path) -> list[Path]:
-    """Final test accuracy against the lr per norm (median, min–max; diverged runs as ×) and the curves."""
-    fig, axes = plotting.figure(ncols=2)
+    """(a) Final test accuracy against the lr per norm (median, min–max over seeds; diverged runs as ×, chance
+    dotted); (b) the test-accuracy curves of the cells the criteria compare (1×, 5×, 30× the best no-BN lr)."""
+    fig, axes = plotting.figure(ncols=2, height=2.6)
     final = _final_accuracy(results.summary)
+    chance = 1 / 10  # Fashion-MNIST and MNIST: 10 classes
     for norm in plotting.sorted_norms(final[NORM]):
-        runs = final[final[NORM] == norm]
-        color = plotting.norm_color(norm)
-        finished = runs[np.isfinite(runs["acc"])]
-        cells = aggregate(finished, [LR], "acc")
+        runs, look = final[final[NORM] == norm], plotting.style(norm)
+        cells = aggregate(runs[np.isfinite(runs["acc"])], [LR], "acc")
         axes[0].errorbar(
             cells[LR],
             cells["median"],
             yerr=[cells["median"] - cells["min"], cells["max"] - cells["median"]],
-            color=color,
-            marker="o",
-            capsize=3,
+            capsize=2,
             label=norm,
+            **look.line(),
         )
         diverged = runs[~np.isfinite(runs["acc"])]
-        axes[0].scatter(diverged[LR], np.full(len(diverged), 0.05), marker="x", color=color, s=40)
+        if not diverged.empty:
+            axes[0].scatter(
+                diverged[LR],
+                np.full(len(diverged), 0.02),
+                marker="x",
+                color=look.color,
+                s=30,
+                label=f"{norm}: diverged ({len(diverged)} runs)",
+            )
+    axes[0].axhline(chance, color="0.4", linestyle=":", linewidth=0.8, label="chance (10 classes)")
     axes[0].set(
-        xscale="log", title="final test accuracy vs lr (× = diverged)", xlabel="lr", ylabel="accuracy", ylim=(0, 1)
+        xscale="log", title="(a) final test accuracy against the lr", xlabel="lr", ylabel="test accuracy", ylim=(0, 1)
     )
-    axes[0].legend(title="norm")
+    lr_grid = sorted(final[LR].unique())
+    axes[0].set_xticks(lr_grid, [f"{lr:g}" for lr in lr_grid])
+    axes[0].minorticks_off()
+    axes[0].legend(loc="center left")
     best = _best_no_bn_lr(final)
     acc = curves(results.runs, ACC, [NORM, LR])
-    for multiple, style in ((1, "-"), (5, "--"), (30, ":")):  # the cells the criteria compare
+    multiples = {1: "-", 5: "--", 30: ":"}  # the cells the criteria compare
+    at_chance = []
+    for multiple, linestyle in multiples.items():
         for norm, cell in acc[np.isclose(acc[LR], best * multiple)].groupby(NORM):
-            cell = cell.sort_values("step")
-            axes[1].plot(
-                cell["step"],
-                cell["median"],
-                color=plotting.norm_color(norm),
-                linestyle=style,
-                label=f"{norm}, {multiple}× (lr {best * multiple:g})",
-            )
+            look = replace(plotting.style(norm), linestyle=linestyle)
+            plotting.band(axes[1], cell, None, look)
+            if cell.sort_values("step")["median"].iloc[-1] <= chance + 0.01:
+                at_chance.append(f"{norm} {multiple}×")
+    axes[1].axhline(chance, color="0.4", linestyle=":", linewidth=0.8)
+    if at_chance:  # curves that lie on top of each other at chance: say which, instead of hiding them
+        axes[1].annotate(
+            f"at chance: {', '.join(at_chance)}",
+            (0.98, chance + 0.03),
+            xycoords=("axes fraction", "data"),
+            ha="right",
+            va="bottom",
+            fontsize=plotting.MIN_FONT_PT,
+            color="0.25",
+        )
+    lrs = [Line2D([], [], color="0.3", linestyle=s, label=f"{m}× (lr {best * m:g})") for m, s in multiples.items()]
+    axes[1].legend(handles=lrs, title="× best no-BN lr (norms as in a)", loc="center right")
     axes[1].set(
-        title=f"test accuracy at 1×, 5×, 30× the best no-BN lr ({best:g})",
+        title=f"(b) test accuracy at 1×, 5×, 30× the best no-BN lr ({best:g})",
         xlabel="step",
-        ylabel="accuracy (median over seeds)",
+        ylabel="test accuracy",
         ylim=(0, 1),
     )
-    axes[1].legend(fontsize=7)
-    return plotting.save(fig, out, "lr")
+    plotting.note(fig, plotting.band_note(plotting.cell_counts(results.summary, [NORM, LR])))
+    text = plotting.Caption(
+        "Ioffe & Szegedy 2015, §4.2.1 / Fig. 3, on the Fig. 1 MLP. (a) Final test accuracy against the SGD lr, "
+        "with (bn) and without (none) BN: markers the median over seeds, bars the min–max; diverged runs (loss "
+        "NaN/inf or above train.diverge_loss) would be drawn as × at the bottom; dotted: chance. (b) Test accuracy "
+        "over training at 1×, 5× and 30× the best no-BN lr, the cells criterion 1c compares; curves that end at "
+        "chance are named in the panel, since they coincide.",
+        cells=[NORM, LR],
+    )
+    return plotting.save(fig, out, "lr", text, results.summary)
 
 
 register(

@@ -1,6 +1,6 @@
 """Qiao et al. 2019 (arXiv 1903.10520), Weight Standardization and Batch-Channel Normalization: with one image per
 batch, GN + WS matches BN trained at a large batch, while BN collapses; BCN + WS does at least as well as GN + WS.
-Criteria: PAPERS.md §2 (2a–2c), judged on the ``batchsize`` grid (same images seen, lr linear in the batch).
+Criteria: docs/claims.md §2 (2a–2c), judged on the ``batchsize`` grid (same images seen, lr linear in the batch).
 
 How the criteria's words are read (fixed before the grid was run): "accuracy" is the final test accuracy in
 percentage points, a cell's value its median over ≥ 3 seeds; "batch b" is b images per optimizer step, all of them
@@ -16,7 +16,10 @@ from pathlib import Path
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register, save_table
 from normexp.claims.batchsize import (
+    BATCH,
     EXPERIMENT,
+    NORM,
+    batch_caption,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -24,6 +27,7 @@ from normexp.claims.batchsize import (
     setting,
     table,
 )
+from normexp.claims.santurkar2018 import landscape_plot, ws_criteria
 
 NORMS = ("bn", "gn", "gn+ws", "bcn+ws")
 LARGE = 64
@@ -72,11 +76,18 @@ def criteria(results: Results) -> list[Check]:
 def plot(results: Results, out: Path) -> list[Path]:
     """Test error against the batch size for BN, GN, GN+WS and BCN+WS, and the table of every cell."""
     final = final_accuracy(results.summary)
-    fig, (ax,) = plotting.figure(width=5.0, height=3.6)
+    fig, (ax,) = plotting.figure(width="column", height=2.8)
     error_vs_batch(ax, final, NORMS)
-    ax.set_title(f"micro-batch training (Qiao et al. 2019)\n{setting(results.summary)}", fontsize=9)
-    note = "Qiao et al.'s CIFAR tables could not be read (PAPERS.md §2): no paper numbers at this scale.\n\n"
-    return [*plotting.save(fig, out, "microbatch"), save_table(note + table(final, NORMS), out, "microbatch")]
+    ax.set_title(f"micro-batch training, Qiao et al. 2019\n{setting(results.summary)}")
+    plotting.note(fig, plotting.band_note(final.groupby([NORM, BATCH]).size()))
+    note = "Qiao et al.'s CIFAR tables could not be read (docs/claims.md §2): no paper numbers at this scale.\n\n"
+    text = batch_caption(
+        "Qiao et al. 2019, §2 (criteria 2a–2c): final test error against the batch size (every run sees the same "
+        "images, lr linear in the batch; all images of a step share the norm's statistics) for BN, GN, GN+WS and "
+        "BCN+WS; the batch decreases from left to right."
+    )
+    figure = plotting.save(fig, out, "microbatch", text, results.summary)
+    return [*figure, save_table(note + table(final, NORMS), out, "microbatch")]
 
 
 register(
@@ -92,5 +103,15 @@ register(
         criteria=criteria,
         plot=plot,
         experiments=(EXPERIMENT,),
+    )
+)
+register(
+    Claim(
+        id="qiao2019-ws-smoothness",
+        title="Weight Standardization smooths the landscape further (GN vs GN+WS)",
+        paper="Qiao et al. 2019",
+        paper_figure="§3 (3f)",
+        criteria=ws_criteria,  # Santurkar et al.'s landscape measures, GN against GN+WS
+        plot=landscape_plot,
     )
 )

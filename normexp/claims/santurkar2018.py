@@ -1,10 +1,10 @@
 """Santurkar et al. 2018 (arXiv 1805.11604), "How does batch normalization help optimization?": BN smooths the loss
 landscape (Fig. 4), noisy BN still trains (Fig. 2), and BN does not reduce internal covariate shift (Fig. 5); and
 Qiao et al. 2019 (arXiv 1903.10520, §3)'s claim that Weight Standardization smooths it further, measured with the
-same instruments. Criteria: PAPERS.md §3 (3a–3f).
+same instruments. Criteria: docs/claims.md §3 (3a–3f).
 
 Every criterion compares medians over seeds (n, median and min–max reported) of one number per run, with at least
-:data:`~normexp.claims.batchsize.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e
+:data:`~normexp.claims.MIN_SEEDS` seeds per norm (else the verdict is "insufficient data"). 3a–3c and 3e
 are judged on each of the paper's two models on its own, the VGG (experiment ``santurkar2018-vgg``) and the 25-layer
 deep linear network (``santurkar2018-dln``); each check names its model ("3a (DLN): …"), and the claim is reproduced
 only if every check of both models passes.
@@ -22,6 +22,7 @@ only if every check of both models passes.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -34,8 +35,7 @@ from matplotlib.figure import Figure
 
 from normexp import plotting
 from normexp.analysis import curves, seed_stats
-from normexp.claims import Check, Claim, InsufficientData, Results, register
-from normexp.claims.batchsize import MIN_SEEDS
+from normexp.claims import Check, Claim, InsufficientData, Results, register, seeded_cell
 
 NORM, EXPERIMENT = "norm.name", "experiment_name"
 MODELS = {"VGG": "santurkar2018-vgg", "DLN": "santurkar2018-dln"}
@@ -53,10 +53,7 @@ def _runs_of(frame: pd.DataFrame, norm: str) -> pd.DataFrame:
     seeds."""
     if NORM not in frame or not (frame[NORM] == norm).any():
         raise InsufficientData(f"no {norm!r} runs with the needed metrics in the stored results")
-    runs = frame[frame[NORM] == norm]
-    if runs["seed"].nunique() < MIN_SEEDS:
-        raise InsufficientData(f"{norm}: {runs['seed'].nunique()} seeds, {MIN_SEEDS} needed")
-    return runs
+    return seeded_cell(frame, frame[NORM] == norm, norm)
 
 
 def of_model(results: Results, model: str) -> Results:
@@ -113,7 +110,9 @@ def smaller_median(
     a, b = _runs_of(per_run, low)["value"], _runs_of(per_run, high)["value"]
     ratio = a.median() / b.median() if b.median() else math.inf
     measured = f"{low} {_describe(a)} vs {high} {_describe(b)}; ratio {ratio:.3g}"
-    return Check(name, bool(a.median() * factor < b.median()), measured)
+    # the margin in decades: log10(high / (factor · low)), > 0 when low is factor times smaller
+    margin = math.log10(b.median() / (factor * a.median())) if a.median() > 0 and b.median() > 0 else None
+    return Check(name, bool(a.median() * factor < b.median()), measured, margin)
 
 
 def smoothness_criteria(results: Results) -> list[Check]:
@@ -190,90 +189,158 @@ def noisy_bn_criteria(results: Results) -> list[Check]:
             "3d: noisy BN's final training accuracy within 5 points of BN",
             bool(abs(median["noisy_bn"] - median["bn"]) <= POINTS),
             f"{describe['noisy_bn']} vs {describe['bn']}",
+            POINTS - abs(median["noisy_bn"] - median["bn"]),
         ),
         Check(
             "3d: noisy BN above standard",
             bool(median["noisy_bn"] > median["none"]),
             f"{describe['noisy_bn']} vs {describe['none']}",
+            median["noisy_bn"] - median["none"],
         ),
         Check(
             "3d: standard + noise near chance or clearly below standard",
             bool(median["noise"] <= CHANCE + POINTS or median["noise"] <= median["none"] - POINTS),
             f"{describe['noise']} vs {describe['none']}, chance {CHANCE:g}",
+            max(CHANCE + POINTS - median["noise"], median["none"] - POINTS - median["noise"]),
         ),
     ]
 
 
-def _range_band(ax, runs: pd.DataFrame, metric: str, norm: str) -> None:
+def _range_band(ax: Axes, runs: pd.DataFrame, metric: str, norm: str) -> None:
     """The [min, max] interval of a line-search metric over η (medians over seeds) as a band, per step."""
     low = curves(runs, f"{metric}_min", [NORM])
     high = curves(runs, f"{metric}_max", [NORM])
     low, high = low[low[NORM] == norm].sort_values("step"), high[high[NORM] == norm].sort_values("step")
-    color = plotting.norm_color(norm)
-    ax.fill_between(low["step"], low["median"], high["median"], color=color, alpha=0.35, linewidth=0, label=norm)
+    look = plotting.style(norm)
+    ax.fill_between(low["step"], low["median"], high["median"], color=look.color, alpha=0.3, linewidth=0)
     for edge in (low, high):
-        ax.plot(edge["step"], edge["median"], color=color, linewidth=0.6)
+        ax.plot(edge["step"], edge["median"], color=look.color, linestyle=look.linestyle, linewidth=0.8)
+    ax.plot([], [], label=norm, **look.line())  # the legend entry: the norm's line and marker
+
+
+def early_window(ax: Axes, runs: pd.DataFrame) -> None:
+    """Shade the first 20% of training, the window of criterion 3b's "at least 3× smaller"."""
+    end = 0.2 * runs["step"].max()
+    ax.axvspan(0, end, color="0.85", zorder=0, linewidth=0)
+    ax.annotate(
+        "first 20%",
+        (0, 0),
+        xycoords=("data", "axes fraction"),
+        xytext=(2, 2),
+        textcoords="offset points",
+        fontsize=plotting.MIN_FONT_PT,
+        color="0.3",
+    )
 
 
 def landscape_row(axes: list, runs: pd.DataFrame, model: str = "", first: int = 0) -> None:
-    """Fig. 4 on three axes: bands of the loss range and of gradient predictiveness over η, and effective β; the
-    panels are lettered from the ``first``-th letter, so that the rows of a figure do not repeat (a)–(c)."""
+    """Fig. 4 on three axes: bands of the loss range and of gradient predictiveness over η, and effective β (log
+    axes: BN's and the standard net's values can be orders of magnitude apart); the panels are lettered from the
+    ``first``-th letter, so that the rows of a figure do not repeat (a)–(c)."""
     prefix = f"{model}: " if model else ""
     letter = [f"({chr(ord('a') + first + i)}) {prefix}" for i in range(3)]
     norms = plotting.sorted_norms(runs.loc[runs["metric"] == BETA, NORM])
     beta = curves(runs, BETA, [NORM])
+    early_window(axes[1], runs)
     for norm in norms:
         _range_band(axes[0], runs, "landscape/loss", norm)
         _range_band(axes[1], runs, "landscape/gpred", norm)
-        plotting.band(axes[2], beta[beta[NORM] == norm], norm, plotting.norm_color(norm))
-    axes[0].set(title=f"{letter[0]}loss landscape: L(w − ηg) over η", xlabel="step", ylabel="loss")
-    axes[1].set(
-        title=f"{letter[1]}gradient predictiveness",
-        xlabel="step",
-        ylabel="‖∇L(w − ηg) − ∇L(w)‖₂ over η",
-        yscale="log",
-    )
+        plotting.band(axes[2], beta[beta[NORM] == norm], norm, norm)
+    axes[0].set(title=f"{letter[0]}loss L(w − ηg) over η", xlabel="step", ylabel="loss")
+    axes[1].set(title=f"{letter[1]}gradient predictiveness", xlabel="step", ylabel="‖∇L(w − ηg) − ∇L(w)‖ over η")
     axes[2].set(title=f"{letter[2]}effective β-smoothness", xlabel="step", ylabel="max ‖Δ∇L‖ / ‖ηg‖")
-    for ax in axes:
-        ax.legend(title="norm")
+    for ax in axes[1:]:
+        plotting.log_axis(ax)
+    axes[0].legend(title="norm")
+
+
+LANDSCAPE_NOTE = "(a, b) bands: range over η, edges the median over seeds; (c) line: median, band: min–max over seeds"
+
+
+def landscape_caption(what: str) -> plotting.Caption:
+    """The caption of a landscape figure; a cell is one norm of one model."""
+    return plotting.Caption(
+        what + " Bands of the loss and gradient-predictiveness panels are the range over the step sizes η "
+        "(their edges: the median over seeds of each run's min and max over η); in the β panel the line is the "
+        "median over seeds and the band the min–max. Log axes in (b) and (c). Shaded: the first 20% of training, "
+        "criterion 3b's window.",
+        cells=[EXPERIMENT, NORM],
+        band="see above",
+    )
 
 
 def landscape_plot(results: Results, out: Path) -> list[Path]:
     """Fig. 4 for one net: loss range, gradient predictiveness and effective β over steps."""
-    fig, axes = plotting.figure(ncols=3)
-    landscape_row(axes, results.runs)
-    return plotting.save(fig, out, "landscape")
+    return _landscape_figure(
+        results,
+        out,
+        [("", results.runs)],
+        "Qiao et al. 2019, §3 (criterion 3f), with Santurkar et al.'s instruments: along the gradient at each probed "
+        "step, (a) the loss L(w − ηg) and (b) the gradient change ‖∇L(w − ηg) − ∇L(w)‖ over η, and (c) the "
+        "effective β-smoothness, with GN in both nets, with and without WS.",
+    )
 
 
 def landscape_plot_per_model(results: Results, out: Path) -> list[Path]:
     """Fig. 4, one row per model with stored runs (VGG, then DLN)."""
-    models = list(stored_models(results))
+    models = [(model, part.runs) for model, part in stored_models(results)]
     if not models:
         return []
-    fig, axes = plotting.figure(ncols=3, nrows=len(models))
-    for row, (model, part) in enumerate(models):
-        landscape_row(axes[3 * row : 3 * row + 3], part.runs, model, first=3 * row)
-    return plotting.save(fig, out, "landscape")
+    return _landscape_figure(
+        results,
+        out,
+        models,
+        "Santurkar et al. 2018, Fig. 4 (criteria 3a–3c), one row per model (VGG, deep linear network): along the "
+        "gradient at each probed step, (a) the loss L(w − ηg) and (b) the gradient change "
+        "‖∇L(w − ηg) − ∇L(w)‖ over η, and (c) the effective β-smoothness, with and without BN.",
+    )
+
+
+def _landscape_figure(results: Results, out: Path, rows: list[tuple[str, pd.DataFrame]], what: str) -> list[Path]:
+    """``landscape``: a :func:`landscape_row` per (model, runs) of ``rows``, with its note and caption."""
+    fig, axes = plotting.figure(ncols=3, nrows=len(rows), height=2.35 * len(rows))
+    for row, (model, runs) in enumerate(rows):
+        landscape_row(axes[3 * row : 3 * row + 3], runs, model, first=3 * row)
+    n = plotting.cell_counts(results.summary, [EXPERIMENT, NORM])
+    plotting.note(fig, f"{LANDSCAPE_NOTE}; n = {plotting.count(n)} seeds per norm")
+    return plotting.save(fig, out, "landscape", landscape_caption(what), results.summary)
 
 
 def ics_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 5: per model, ‖G − G′‖₂ and cos(G, G′) over steps for two layers (the second and the last measured)."""
-    shown = []
+    """Fig. 5: a row per model, ‖G − G′‖₂ and cos(G, G′) over steps for two layers (the second and the last
+    measured); the cosine on a fixed [0, 1] axis (or [−1, 1] when it goes negative), as the paper."""
+    rows = []
     for model, part in stored_models(results):
         layers = _ics_layers(part.runs)
-        shown += [(model, part.runs, layer) for layer in ([layers[1], layers[-1]] if len(layers) > 2 else layers[-1:])]
-    if not shown:
+        rows.append((model, part.runs, [layers[1], layers[-1]] if len(layers) > 2 else layers[-1:]))
+    if not rows:
         return []
-    fig, axes = plotting.figure(ncols=2, nrows=len(shown))
-    for row, (model, runs, layer) in enumerate(shown):
-        for col, (stat, label, scale) in enumerate((("l2", "‖G − G′‖₂", "log"), ("cos", "cos(G, G′)", "linear"))):
-            ax = axes[2 * row + col]
+    columns = 2 * max(len(layers) for _, _, layers in rows)
+    fig, axes = plotting.figure(ncols=columns, nrows=len(rows), height=2.0 * len(rows))
+    for row, (model, runs, layers) in enumerate(rows):
+        for index, (layer, (stat, label)) in enumerate(
+            itertools.product(layers, (("l2", "‖G − G′‖₂"), ("cos", "cos(G, G′)")))
+        ):
+            ax = axes[row * columns + index]
             frame = curves(runs, f"ics/{layer}/{stat}", [NORM])
             for norm in plotting.sorted_norms(frame[NORM]):
-                plotting.band(ax, frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
-            ax.set(title=f"{model} {layer}: {label}", xlabel="step", ylabel=label, yscale=scale)
-            ax.legend(title="norm")
-    return plotting.save(fig, out, "ics")
+                plotting.band(ax, frame[frame[NORM] == norm], norm, norm)
+            ax.set(title=f"{model} {layer}", xlabel="step", ylabel=label)
+            if stat == "l2":
+                plotting.log_axis(ax)
+            else:
+                ax.set_ylim(-1.05 if frame["min"].min() < 0 else -0.05, 1.05)
+        axes[row * columns + 1].legend(title="norm", loc="lower right")
+    n = plotting.cell_counts(results.summary, [EXPERIMENT, NORM])
+    plotting.note(fig, plotting.band_note(n))
+    text = plotting.Caption(
+        "Santurkar et al. 2018, Fig. 5 (criterion 3e): internal covariate shift of two layers (the second and the "
+        "last measured) per model, a row per model: ‖G − G′‖₂ (log axis) and cos(G, G′) (fixed axis) over "
+        "training, where G is a layer's gradient and G′ the same gradient on the same batch after the layers "
+        "before it have taken their update.",
+        cells=[EXPERIMENT, NORM],
+    )
+    return plotting.save(fig, out, "ics", text, results.summary)
 
 
 def _activation_modules(runs: pd.DataFrame) -> list[str]:
@@ -283,28 +350,47 @@ def _activation_modules(runs: pd.DataFrame) -> list[str]:
 
 def noisy_bn_plot(results: Results, out: Path) -> list[Path]:
     """Fig. 2: training and test accuracy per net (top row, two wide panels), and per tracked layer and net the
-    unit's mean ± std over steps (a row per layer, a column per net)."""
+    unit's mean ± std over steps (a row per layer, a column per net, one y scale per row)."""
     runs = results.runs
     norms = plotting.sorted_norms(runs[NORM])
     modules = _activation_modules(runs)
-    fig, axes = plotting.figure(ncols=len(norms), nrows=1 + len(modules), height=2.8)
+    fig, axes = plotting.figure(ncols=len(norms), nrows=1 + len(modules), height=2.0 * (1 + len(modules)))
     for ax, metric in zip(_top_row_halves(fig, axes[: len(norms)]), ("train/acc", "test/acc"), strict=True):
         frame = curves(runs, metric, [NORM])
         for norm in norms:
-            plotting.band(ax, frame[frame[NORM] == norm], norm, plotting.norm_color(norm))
+            plotting.band(ax, frame[frame[NORM] == norm], norm, norm)
         ax.set(title=metric.replace("/", " "), xlabel="step", ylabel="accuracy", ylim=(0, 1))
-        ax.legend(title="norm", fontsize=6)
+        ax.axhline(CHANCE, color="0.4", linestyle=":", linewidth=0.8)
+    ax.legend(title="norm", loc="lower right", ncols=2)
     for row, module in enumerate(modules, start=1):
         mean, var = curves(runs, f"act/{module}/mean", [NORM]), curves(runs, f"act/{module}/var", [NORM])
+        first = axes[row * len(norms)]
         for col, norm in enumerate(norms):
             ax = axes[row * len(norms) + col]
+            if col:
+                ax.sharey(first)
             m = mean[mean[NORM] == norm].sort_values("step")
             std = np.sqrt(var[var[NORM] == norm].sort_values("step")["median"].to_numpy())
-            color = plotting.norm_color(norm)
-            ax.plot(m["step"], m["median"], color=color)
-            ax.fill_between(m["step"], m["median"] - std, m["median"] + std, color=color, alpha=0.3, linewidth=0)
-            ax.set(title=f"{norm}: {module} unit mean ± std", xlabel="step", ylabel="activation")
-    return plotting.save(fig, out, "noisy_bn")
+            look = plotting.style(norm)
+            ax.plot(m["step"], m["median"], color=look.color, linestyle=look.linestyle)
+            ax.fill_between(m["step"], m["median"] - std, m["median"] + std, color=look.color, alpha=0.3, linewidth=0)
+            ax.set(title=f"{norm}: {module}", xlabel="step", ylabel="unit activation" if not col else "")
+    n = plotting.cell_counts(results.summary, NORM)
+    plotting.note(
+        fig,
+        f"accuracy: median, min–max over n = {plotting.count(n)} seeds; activations: the unit's mean ± std "
+        "over the batch (medians over seeds); dotted: chance",
+    )
+    text = plotting.Caption(
+        "Santurkar et al. 2018, Fig. 2 and 7 (criterion 3d): top, training (in training mode, noise included) and "
+        "test accuracy over training of the standard net (none), BN, BN followed by distributional noise "
+        "(noisy_bn) and the standard net with the same noise (noise); below, a row per tracked layer, one unit's "
+        "activation (the ReLU's input) over training per net: its mean over the batch with ± one standard "
+        "deviation as the band (medians over seeds), on one y scale per row.",
+        cells=[NORM],
+        band="accuracy lines are the median over seeds, bands the min–max; activation bands are mean ± std",
+    )
+    return plotting.save(fig, out, "noisy_bn", text, results.summary)
 
 
 def _top_row_halves(fig: Figure, row: list[Axes]) -> list[Axes]:
@@ -345,15 +431,5 @@ register(
         criteria=per_model(ics_criteria),
         plot=ics_plot,
         experiments=tuple(MODELS.values()),
-    )
-)
-register(
-    Claim(
-        id="qiao2019-ws-smoothness",
-        title="Weight Standardization smooths the landscape further (GN vs GN+WS)",
-        paper="Qiao et al. 2019",
-        paper_figure="§3 (3f)",
-        criteria=ws_criteria,
-        plot=landscape_plot,
     )
 )

@@ -1,5 +1,5 @@
 """Wu & He 2018 (arXiv 1803.08494), Group Normalization, Fig. 1 / Table 3: as the batch per GPU shrinks from 32
-to 2, BN's error rises steeply while GN's stays flat. Criteria: PAPERS.md §2 (2d), judged on the ``batchsize`` grid
+to 2, BN's error rises steeply while GN's stays flat. Criteria: docs/claims.md §2 (2d), judged on the ``batchsize`` grid
 (same images seen, lr linear in the batch, as the paper's lr = 0.1·N/32).
 
 How the criteria's words are read (fixed before the grid was run): "error" is the final test error in percentage
@@ -16,8 +16,10 @@ from pathlib import Path
 from normexp import plotting
 from normexp.claims import Check, Claim, Results, register, save_table
 from normexp.claims.batchsize import (
+    BATCH,
     EXPERIMENT,
     NORM,
+    batch_caption,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -37,7 +39,7 @@ PAPER_ERROR = {
     "IN, Wu & He (ImageNet ResNet-50)": {32: 28.4},
     "BRN, Wu & He (ImageNet ResNet-50)": {4: 26.3},
 }
-"""Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (PAPERS.md §2)."""
+"""Wu & He 2018's ResNet-50 ImageNet top-1 error (%) by images per GPU (docs/claims.md §2)."""
 SHOWN = ("bn", "gn", "ln", "in", "brn")
 """The norms of Wu & He's Fig. 1 and Table 3, drawn where the stored grid has them (the criteria need BN and GN)."""
 
@@ -70,26 +72,46 @@ def criteria(results: Results) -> list[Check]:
 
 
 def plot(results: Results, out: Path) -> list[Path]:
-    """Our error against the batch for BN, GN (and LN, IN, BRN when stored) beside Wu & He's ImageNet numbers, and
-    the table of every cell."""
+    """(a) BN against GN, the criteria's comparison, on its own scale; (b) every norm of Wu & He's Fig. 1 and Table 3
+    that is stored (LN, IN, BRN too); (c) Wu & He's ImageNet numbers; and the table of every cell."""
     final = final_accuracy(results.summary)
     norms = [norm for norm in SHOWN if norm in set(final[NORM])]
-    fig, (ours, theirs) = plotting.figure(ncols=2, width=4.6, height=3.6)
-    error_vs_batch(ours, final, norms)
-    ours.set_title(f"ours: {setting(results.summary)}", fontsize=9)
+    fig, (pair, every, theirs) = plotting.figure(ncols=3, height=2.7)
+    error_vs_batch(pair, final, ["bn", "gn"], BATCHES)
+    pair.set_title("(a) ours: BN vs GN (criterion 2d)")
+    error_vs_batch(every, final, norms)
+    every.set_title(f"(b) ours: {', '.join(n.upper() for n in norms)}")
     for label, row in PAPER_ERROR.items():
         norm = label.split(",")[0].lower()
         batches = sorted(row)
-        theirs.plot(batches, [row[b] for b in batches], marker="o", color=plotting.norm_color(norm), label=norm)
+        theirs.plot(batches, [row[b] for b in batches], label=norm, **plotting.style(norm).line())
     theirs.set_xscale("log", base=2)
     theirs.set_xticks(sorted(BATCHES), [str(b) for b in sorted(BATCHES)])
-    theirs.set(title="Wu & He 2018, ImageNet ResNet-50", xlabel="images per GPU", ylabel="top-1 error (%)")
+    theirs.minorticks_off()
+    theirs.set_xlim(max(BATCHES) * 1.25, min(BATCHES) / 1.25)
+    theirs.set(title="(c) Wu & He 2018, ImageNet ResNet-50", xlabel="images per GPU", ylabel="top-1 error (%)")
     theirs.legend(title="norm")
-    text = (
+    for ax in (pair, every):
+        ax.set_xlabel("batch size (images per step)")
+    plotting.note(
+        fig,
+        f"ours: {setting(results.summary)}; "
+        + plotting.band_note(final.groupby([NORM, BATCH]).size())
+        + "; (c) single numbers per cell",
+    )
+    text = batch_caption(
+        "Wu & He 2018, Fig. 1 / Table 3 (criterion 2d): final test error against the batch size, the batch "
+        "decreasing from left to right as in the paper. (a) BN and GN over the criterion's batches 32 → 2, on "
+        "their own y scale; (b) every stored norm of the paper's comparison over the whole grid (LN, IN and "
+        "Batch Renorm blow up at large batches on this short budget, see README); (c) the paper's ImageNet "
+        "ResNet-50 numbers, for the shape of the trend (the values are another scale)."
+    )
+    prose = (
         "Wu & He's rows are ImageNet ResNet-50 (a different scale): the shape of the trend compares, the values do "
         "not.\n\n" + table(final, norms, PAPER_ERROR)
     )
-    return [*plotting.save(fig, out, "batchsize"), save_table(text, out, "batchsize")]
+    figure = plotting.save(fig, out, "batchsize", text, results.summary)
+    return [*figure, save_table(prose, out, "batchsize")]
 
 
 register(

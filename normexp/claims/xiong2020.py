@@ -1,6 +1,6 @@
 """Xiong et al. 2020 (arXiv 2002.04745), On Layer Normalization in the Transformer Architecture: Post-LN
 Transformers need a learning-rate warm-up and Pre-LN ones do not (§3, Fig. 2), because at initialization the
-gradients near the output of a Post-LN Transformer are large (§4, Fig. 3). Criteria: PAPERS.md §4.
+gradients near the output of a Post-LN Transformer are large (§4, Fig. 3). Criteria: docs/claims.md §4.
 
 How the criteria's words are read (fixed before the grid was run):
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import matplotlib.colors
@@ -28,7 +29,7 @@ import pandas as pd
 
 from normexp import plotting
 from normexp.analysis import aggregate, curves
-from normexp.claims import Check, Claim, InsufficientData, Results, median_range, register, save_table
+from normexp.claims import Check, Claim, InsufficientData, Results, finished, median_range, register, save_table
 
 POSITION = "model.position"
 LR = "optim.lr"
@@ -36,7 +37,6 @@ WARMUP = "schedule.warmup_steps"
 DEPTH = "model.depth"
 LOSS = "test/loss"
 PLATEAU = "final/probe/unigram_loss"
-POSITION_COLORS = {"post": "tab:red", "pre": "tab:blue"}
 POSITION_LABELS = {"post": "Post-LN", "pre": "Pre-LN"}
 DIVERGENCE_RATIO = 1.5
 SAME_LOSS = 0.10
@@ -52,7 +52,7 @@ def final_losses(summary: pd.DataFrame) -> pd.DataFrame:
     for column in (POSITION, LR, WARMUP, "status", f"final/{LOSS}"):
         if column not in summary:
             raise InsufficientData(f"no column {column!r} in the stored results")
-    runs = summary[summary["status"].isin(["completed", "diverged"])]
+    runs = finished(summary)
     loss = np.where(runs["status"] == "diverged", math.inf, runs[f"final/{LOSS}"])
     return runs[[POSITION, LR, WARMUP, "status"]].assign(loss=loss)
 
@@ -253,38 +253,55 @@ def _loss_entry(runs: pd.DataFrame) -> str:
 
 def _warmup_styles(warmups: list[int]) -> dict[int, object]:
     """No warm-up dotted, then dashed, solid, ... as the warm-up lengthens."""
-    return dict(zip(sorted(warmups), [":", "--", "-", "-.", (0, (1, 1)), (0, (5, 1))], strict=False))
+    return dict(zip(sorted(warmups), [":", "--", "-", (0, (5, 1, 1, 1)), (0, (1, 1)), (0, (5, 1))], strict=False))
 
 
 def _curves_plot(results: Results, out: Path) -> list[Path]:
     loss = curves(results.runs, LOSS, [POSITION, LR, WARMUP])
     lrs = sorted(loss[LR].unique())
     styles = _warmup_styles(list(loss[WARMUP].unique()))
-    fig, axes = plotting.figure(ncols=len(lrs))
+    fig, axes = plotting.figure(ncols=len(lrs), height=2.6, sharey=True)
     final = final_losses(results.summary)
     level = plateau(results.summary) if PLATEAU in results.summary else None
     for ax, lr in zip(axes, lrs, strict=True):
+        if level is not None:  # a wide pale line, unlike any curve, labelled where it lies
+            ax.axhline(level, color="0.75", linewidth=3, zorder=0)
+            ax.annotate(
+                "unigram plateau",
+                (1, level),
+                xycoords=("axes fraction", "data"),
+                xytext=(-2, 3),
+                textcoords="offset points",
+                ha="right",
+                va="bottom",
+                fontsize=plotting.MIN_FONT_PT,
+                color="0.35",
+            )
         for (position, warmup), cell in loss[loss[LR] == lr].groupby([POSITION, WARMUP]):
-            label = f"{POSITION_LABELS[position]}, warm-up {warmup}"
-            cell = cell.sort_values("step")
-            color = POSITION_COLORS[position]
-            ax.plot(cell["step"], cell["median"], color=color, linestyle=styles[warmup], label=label)
-            ax.fill_between(cell["step"], cell["q25"], cell["q75"], color=color, alpha=0.15, linewidth=0)
+            look = replace(plotting.style(position), linestyle=styles[warmup])
+            plotting.band(ax, cell, f"{POSITION_LABELS[position]}, warm-up {warmup}", look)
             runs = final[(final[POSITION] == position) & (final[LR] == lr) & (final[WARMUP] == warmup)]
             if (runs["status"] == "diverged").any():
-                last = cell.iloc[-1]
-                ax.scatter([last["step"]], [last["median"]], marker="x", color=color, s=60, zorder=3)
-        if level is not None:
-            ax.axhline(level, color="grey", linewidth=0.8, linestyle="--", label="unigram plateau")
-        ax.set(title=f"lr_max = {lr:g}", xlabel="step", ylabel="test loss (nats/token)")
-    axes[-1].legend(fontsize=6)
-    return plotting.save(fig, out, "loss_curves")
+                last = cell.sort_values("step").iloc[-1]
+                ax.scatter([last["step"]], [last["median"]], marker="x", color=look.color, s=40, zorder=3)
+        ax.set(title=f"lr_max = {lr:g}", xlabel="step", ylabel="test loss (nats/token)" if ax is axes[0] else "")
+    axes[-1].legend(loc="upper right", bbox_to_anchor=(1, 0.9))
+    diverged = "; × = a run diverged" if (final["status"] == "diverged").any() else ""
+    plotting.note(fig, plotting.band_note(final.groupby([POSITION, LR, WARMUP]).size()) + diverged)
+    text = plotting.Caption(
+        "Xiong et al. 2020, §3 / Fig. 2 (criteria 4a–4c): test loss over training of the Post-LN and Pre-LN "
+        "Transformer language models at each peak learning rate lr_max (a panel each), for each warm-up length "
+        "(line style); the wide grey line is the unigram-entropy plateau, the loss of a model that ignores "
+        "context.",
+        cells=[POSITION, LR, WARMUP],
+    )
+    return plotting.save(fig, out, "loss_curves", text, results.summary)
 
 
 def _heatmap_plot(results: Results, out: Path) -> list[Path]:
     final = final_losses(results.summary)
     positions = [p for p in POSITION_LABELS if p in set(final[POSITION])]
-    fig, axes = plotting.figure(ncols=len(positions))
+    fig, axes = plotting.figure(ncols=len(positions), height=2.4)
     finite = final[np.isfinite(final["loss"])]["loss"]
     norm = matplotlib.colors.Normalize(vmin=finite.min(), vmax=finite.max()) if not finite.empty else None
     for ax, position in zip(axes, positions, strict=True):
@@ -293,18 +310,29 @@ def _heatmap_plot(results: Results, out: Path) -> list[Path]:
         diverged = cells.assign(d=cells["status"] == "diverged").groupby([WARMUP, LR])["d"].sum().unstack(LR)
         diverged = diverged.reindex_like(table)
         shown = np.ma.masked_invalid(table.to_numpy(dtype=float))
-        ax.imshow(shown, cmap=_loss_cmap(), norm=norm, aspect="auto")
+        image = ax.imshow(shown, cmap=_loss_cmap(), norm=norm, aspect="auto")
         for (i, j), value in np.ndenumerate(table.to_numpy(dtype=float)):
             count = int(diverged.iloc[i, j])
             text = "diverged" if not np.isfinite(value) else f"{value:.2f}"
             text += f"\n({count} div)" if count and np.isfinite(value) else ""
             dark = not np.isfinite(value) or norm(value) > 0.6
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=plotting.MIN_FONT_PT, color="white" if dark else "black"
+            )
         ax.set_xticks(range(len(table.columns)), [f"{lr:g}" for lr in table.columns])
         ax.set_yticks(range(len(table.index)), [str(w) for w in table.index])
         ax.set(title=f"{POSITION_LABELS[position]}: final test loss", xlabel="lr_max", ylabel="warm-up steps")
         ax.grid(False)
-    return plotting.save(fig, out, "final_loss_heatmap")
+    fig.colorbar(image, ax=axes, label="final test loss (nats/token)", shrink=0.9)
+    n = final.groupby([POSITION, LR, WARMUP]).size()
+    plotting.note(fig, f"cells: median over n = {plotting.count(n)} seeds")
+    text = plotting.Caption(
+        "Xiong et al. 2020, §3 (criteria 4a–4b): the final test loss of each (warm-up, lr_max) cell, Post-LN and "
+        "Pre-LN, on one colour scale; a diverged cell would be black.",
+        cells=[POSITION, LR, WARMUP],
+        band="each cell is the median over seeds (min–max in final_loss.md)",
+    )
+    return plotting.save(fig, out, "final_loss_heatmap", text, results.summary)
 
 
 def _loss_cmap() -> matplotlib.colors.Colormap:
@@ -389,27 +417,35 @@ def gradnorm_criteria(results: Results) -> list[Check]:
 
 
 def gradnorm_plot(results: Results, out: Path) -> list[Path]:
-    """Fig. 3 style: (a) last-FFN gradient norm vs depth; (b, c) ‖E[∇W²]‖ per layer for Post-LN and Pre-LN."""
-    fig, axes = plotting.figure(ncols=3)
+    """Fig. 3 style: (a) last-FFN gradient norm vs depth; (b, c) ‖E[∇W²]‖ per layer for Post-LN and Pre-LN, one
+    colour and marker per depth (viridis: ordered and colour-blind-safe)."""
+    fig, axes = plotting.figure(ncols=3, height=2.5)
     last = last_layer_norms(results.runs)
     for position, cell in last.groupby(POSITION):
-        plotting.band(axes[0], cell, POSITION_LABELS[position], POSITION_COLORS[position], x=DEPTH)
-        axes[0].scatter(cell[DEPTH], cell["median"], color=POSITION_COLORS[position], s=12)
+        plotting.band(axes[0], cell, POSITION_LABELS[position], position, x=DEPTH, markevery=1)
     axes[0].set(title="(a) ‖∇W²‖ of the last FFN at init", xlabel="layers", ylabel="gradient norm", ylim=(0, None))
     axes[0].legend()
     per_layer = aggregate(layer_norms(results.runs, "expected_norm"), [POSITION, DEPTH, "layer"], "value")
     depths = sorted(per_layer[DEPTH].unique())
-    shades = dict(zip(depths, np.linspace(0.35, 1.0, len(depths)), strict=True))
+    looks = {
+        depth: plotting.Style(color, "-", marker)
+        for depth, color, marker in zip(depths, plotting.sequential(len(depths)), plotting.MARKERS, strict=False)
+    }
+    axes[2].sharey(axes[1])
     for ax, position, label in ((axes[1], "post", "(b) Post-LN"), (axes[2], "pre", "(c) Pre-LN")):
-        base = matplotlib.colors.to_rgb(POSITION_COLORS[position])
         for depth, cell in per_layer[per_layer[POSITION] == position].groupby(DEPTH):
-            color = tuple(1 - shades[depth] * (1 - c) for c in base)
-            plotting.band(ax, cell, f"{int(depth)} layers", color, x="layer")
-        ax.set(
-            title=f"{label}: ‖E[∇W²]‖ per layer at init", xlabel="layer index", ylabel="gradient norm", ylim=(0, None)
-        )
-        ax.legend(fontsize=6)
-    return plotting.save(fig, out, "gradnorm")
+            plotting.band(ax, cell, f"{int(depth)}", looks[depth], x="layer", markevery=1)
+        ax.set(title=f"{label}: ‖E[∇W²]‖ per layer", xlabel="layer index", ylabel="gradient norm", ylim=(0, None))
+    axes[2].legend(title="layers", ncols=2, loc="upper right")
+    n = plotting.cell_counts(results.summary, [DEPTH, POSITION])
+    plotting.note(fig, plotting.band_note(n))
+    text = plotting.Caption(
+        "Xiong et al. 2020, §4.3 / Fig. 3 (criterion 4d): at initialization, (a) the gradient norm of the last "
+        "FFN's second weight against the number of layers, Post-LN and Pre-LN; (b, c) the norm of the expected "
+        "gradient (over mini-batches) of each layer's FFN weight against the layer index, a line per depth.",
+        cells=[POSITION, DEPTH],
+    )
+    return plotting.save(fig, out, "gradnorm", text, results.summary)
 
 
 register(

@@ -1,4 +1,4 @@
-"""Datasets, held as tensors in memory (on the run's device), and a resumable shuffled batch sampler.
+"""Datasets, held as tensors in memory (moved to the run's device by the training wing, which draws the batches).
 
 Every dataset is selected by ``data.name`` from :data:`DATASETS`. ``data.synthetic: true`` swaps any of them for
 generated data of the same shapes and number of classes (what tests and the ``smoke`` scale use).
@@ -118,44 +118,3 @@ def synthetic(info: DatasetInfo, train_size: int, test_size: int, seed: int) -> 
         return (prototypes[labels] + noise).clamp(0, 1), labels
 
     return Splits(*draw(train_size), *draw(test_size), info.num_classes)
-
-
-class EpochSampler:
-    """Shuffled mini-batches of indices, epoch after epoch, reproducible from (seed, epoch) and resumable.
-
-    Each epoch is a fresh permutation seeded by ``seed + epoch``; a trailing partial batch is dropped so every
-    step sees ``batch_size`` samples (batch statistics of a norm depend on it). The permutation is drawn on the CPU
-    (the same on every device) and kept on ``device``, so indexing data resident there copies nothing per step.
-    """
-
-    def __init__(self, num_samples: int, batch_size: int, seed: int, device: torch.device | str = "cpu") -> None:
-        if batch_size > num_samples:
-            raise ConfigError(
-                f"train.batch_size={batch_size} exceeds the {num_samples} training samples.",
-                fix="lower train.batch_size or raise data.train_size",
-            )
-        self.num_samples, self.batch_size, self.seed, self.device = num_samples, batch_size, seed, device
-        self.epoch, self.position = 0, 0
-        self._order = self._permutation()
-
-    def _permutation(self) -> torch.Tensor:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return torch.randperm(self.num_samples, generator=generator).to(self.device)
-
-    def next(self) -> torch.Tensor:
-        """The indices of the next batch."""
-        if self.position + self.batch_size > self.num_samples:
-            self.epoch, self.position = self.epoch + 1, 0
-            self._order = self._permutation()
-        indices = self._order[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return indices
-
-    def state_dict(self) -> dict[str, int]:
-        """Where the sampler stands: enough to resume at the same batch."""
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        """Resume at the batch recorded by :meth:`state_dict`."""
-        self.epoch, self.position = state["epoch"], state["position"]
-        self._order = self._permutation()

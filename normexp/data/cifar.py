@@ -90,17 +90,20 @@ def _standardize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) ->
     return images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)).contiguous()
 
 
-def pad_crop_flip(images: torch.Tensor, padding: int, fill: list[float]) -> torch.Tensor:
+def pad_crop_flip(
+    images: torch.Tensor, padding: int, fill: list[float], generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Each image of ``(N, C, H, W)`` padded by ``padding`` pixels of ``fill`` (one value per channel), cropped back
     to H×W at a random offset and flipped left-right with probability 1/2: torchvision's
     ``RandomCrop(H, padding)`` then ``RandomHorizontalFlip()`` for a whole batch in one gather, on its device.
 
-    Offsets and flips come from torch's global RNG on the batch's device (seeded by the run, saved by checkpoints).
-    ``fill`` is the padding value per channel: zero (black) pixels after standardization, ``−mean/std``.
+    Offsets and flips come from ``generator`` (on the batch's device; torch's global RNG when None): the training
+    batches (:class:`normexp.training.batches.Batches`) pass the run's own, seeded by the run and saved by its
+    checkpoints. ``fill`` is the padding value per channel: zero (black) pixels after standardization, ``−mean/std``.
     """
     n = len(images)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device)
-    flips = torch.rand(n, device=images.device) < 0.5
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device, generator=generator)
+    flips = torch.rand(n, device=images.device, generator=generator) < 0.5
     return crop_flip(images, padding, fill, offsets[0], offsets[1], flips)
 
 

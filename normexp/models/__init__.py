@@ -12,11 +12,12 @@ from typing import Any
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.models.deep_linear import build_deep_linear
 from normexp.models.mlp import build_mlp
 from normexp.models.noshort import build_li_resnet
 from normexp.models.resnet import build_resnet
-from normexp.models.santurkar import build_deep_linear, build_vgg
 from normexp.models.transformer import build_transformer_lm, build_transformer_seq2seq
+from normexp.models.vgg import build_vgg
 from normexp.norms import NormSpec
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -36,3 +37,8 @@ def build(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classes: i
     if cfg.name not in MODELS:
         raise ConfigError(f"unknown model {cfg.name!r}.", choices=sorted(MODELS), fix="set model=<one of the choices>")
     return MODELS[cfg.name](cfg, norm, input_shape, num_classes)
+
+
+def from_config(cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """The model of a run's config for its data: ``cfg.model`` with the norms of ``cfg.norm`` in its slots."""
+    return build(cfg.model, NormSpec.from_config(cfg.norm), input_shape, num_classes)

@@ -134,7 +134,7 @@ def set_global_step(model: nn.Module, step: int) -> None:
 class NormSpec:
     """A parsed norm spec: one activation norm plus zero or more weight reparametrizations.
 
-    Built from a config by ``NormSpec.parse(cfg.norm.name, **rest_of_cfg.norm)``. Options are checked against the
+    Built from a run's config by :meth:`from_config`. Options are checked against the
     parts' factories at parse time, so a typo fails before any model is built.
     """
 
@@ -169,6 +169,13 @@ class NormSpec:
         for name, name_options in weight_options.items():
             _check_options("weight reparametrization", name, WEIGHT_NORMS[name], name_options)
         return cls(act, weights, act_options, weight_options)
+
+    @classmethod
+    def from_config(cls, section: Mapping[str, Any]) -> NormSpec:
+        """The spec of a run's ``norm`` config section: its ``name`` (``none`` when absent) with the other keys as
+        options."""
+        options = {key: value for key, value in section.items() if key != "name"}
+        return cls.parse(section.get("name", "none"), **options)
 
     @property
     def name(self) -> str:

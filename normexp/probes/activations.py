@@ -2,7 +2,7 @@
 
 :class:`InputPercentiles` is Ioffe & Szegedy (2015), Fig. 1b/c: the 15th, 50th and 85th percentiles, over a fixed
 set of test inputs, of the input to one nonlinearity, i.e. the output of the module before it (the norm, which is
-the linear layer's output itself when the norm is ``none``). With BN this is y = γx̂ + β, as PAPERS.md asks.
+the linear layer's output itself when the norm is ``none``). With BN this is y = γx̂ + β, as docs/claims.md asks.
 
 :class:`ActivationStats` is Santurkar et al. (2018, arXiv 1805.11604), Fig. 2/7: how the distribution of a unit's
 activations moves over training, measured on the training batch in training mode, where noisy BN's noise acts.

@@ -1,6 +1,6 @@
 """Reference losses a model's test loss is read against.
 
-:class:`UnigramLoss` is the plateau of Xiong et al.'s failure mode (PAPERS.md criterion 4a): a language model that
+:class:`UnigramLoss` is the plateau of Xiong et al.'s failure mode (docs/claims.md criterion 4a): a language model that
 learns only how often each token occurs, ignoring its context, ends at the unigram entropy.
 """
 

@@ -1,6 +1,6 @@
 """Evaluating a model at other parameter values without touching it: what the landscape and ICS probes share.
 
-Probing is measurement only (PAPERS.md §3): it must leave the weights, the norms' running statistics and the RNG
+Probing is measurement only (docs/claims.md §3): it must leave the weights, the norms' running statistics and the RNG
 streams exactly as training left them. :class:`FunctionalModel` evaluates the loss and its gradient at any
 parameter values through ``torch.func.functional_call``: the model's parameters are never written, each call runs
 on fresh copies of the buffers (a BN forward in training mode updates the copies, not the model), and each call

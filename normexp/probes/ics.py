@@ -63,7 +63,7 @@ def shift_metrics(layer: str, before: Params, after: Params) -> dict[str, float]
 
 class ICSProbe(PeriodicProbe):
     """Santurkar et al. (2018)'s ICS of each of ``layers`` (module names; default: every linear/conv layer)
-    every ``every`` steps. ``task`` names the training loss (``data.task``; see :mod:`normexp.tasks`).
+    every ``every`` steps; the loss is that of the run's ``task`` (``data.task``, see :mod:`normexp.tasks`).
 
     The update of the earlier layers is a plain SGD step with the step's lr whatever the optimizer: with momentum
     or Adam, the measured shift is that of the gradient step, not of the optimizer's actual update.
@@ -73,9 +73,9 @@ class ICSProbe(PeriodicProbe):
         self,
         model: nn.Module,
         splits: Splits,
+        task: tasks.Task,
         every: int = 100,
         layers: Sequence[str] | None = None,
-        task: str = "classification",
     ) -> None:
         super().__init__(every)
         modules = dict(model.named_modules())
@@ -88,7 +88,7 @@ class ICSProbe(PeriodicProbe):
                 choices=[n for n, m in modules.items() if isinstance(m, WEIGHT_LAYERS)][:40],
                 fix="set probes.ics.layers to module names such as these",
             )
-        self.loss = tasks.get(task).loss
+        self.loss = task.loss
 
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) -> dict[str, float]:
         """ℓ2 and cosine of each layer's gradient shift on this batch, before the update (on due steps)."""

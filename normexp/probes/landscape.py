@@ -82,7 +82,7 @@ class LineSearchProbe(PeriodicProbe):
     """Santurkar et al. (2018)'s loss landscape, gradient predictiveness and effective β every ``every`` steps.
 
     Step sizes: ``points`` values from ``eta_min``·lr to ``eta_max``·lr (lr: the step's learning rate),
-    ``spacing`` linear or log. ``task`` names the training loss (``data.task``; see :mod:`normexp.tasks`).
+    ``spacing`` linear or log; the loss is that of the run's ``task`` (``data.task``, see :mod:`normexp.tasks`).
     The probe forwards the whole batch at once: its normalization batch is the training batch.
     """
 
@@ -90,12 +90,12 @@ class LineSearchProbe(PeriodicProbe):
         self,
         model: nn.Module,
         splits: Splits,
+        task: tasks.Task,
         every: int = 100,
         eta_min: float = 0.5,
         eta_max: float = 4.0,
         points: int = 8,
         spacing: str = "linear",
-        task: str = "classification",
     ) -> None:
         super().__init__(every)
         if not (0 < eta_min <= eta_max and points >= 1 and spacing in SPACINGS):
@@ -105,7 +105,7 @@ class LineSearchProbe(PeriodicProbe):
                 fix="e.g. eta_min: 0.5, eta_max: 4, points: 8, spacing: linear",
             )
         self.eta_min, self.eta_max, self.points, self.spacing = eta_min, eta_max, points, spacing
-        self.loss = tasks.get(task).loss
+        self.loss = task.loss
 
     def on_batch(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, step: int, lr: float) -> dict[str, float]:
         """The line-search metrics on this batch, before the update (on due steps)."""

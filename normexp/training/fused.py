@@ -6,10 +6,12 @@ forward and backward for all of them through ``torch.func.vmap`` over ``function
 batched matmuls, convolutions grouped convolutions, and every norm is computed per member, BatchNorm's batch
 statistics and running estimates included (the buffers are stacked per member and updated in place).
 
-Each member is the run :func:`normexp.runner.train` would do with its config: the same initialization (the model
-is built right after seeding with the member's seed), the same batches (its own ``EpochSampler``; its own data
-when generated data depend on the seed), the same loss, optimizer and lr schedule. ``tests/test_fused.py`` checks
-the weights and metrics after several steps against separate runner runs.
+Each member is the run it would be alone: assembled by :func:`normexp.training.assemble.assemble` from its config
+(the same initialization, data and batches, augmentation included: each member draws from its own
+:class:`~normexp.training.batches.Batches`), with the same loss, optimizer and lr schedule, and trained by the same
+loop schedule (:mod:`normexp.training.loop`), which checkpoints each member into its own run folder in the form a
+separate run's checkpoint has, and resumes the cell bit-identically. ``tests/test_fused.py`` checks the weights and
+metrics against separate runs.
 
 Members may differ in ``seed`` and ``optim.lr``. Optimizer updates are elementwise, so with one learning rate a
 single optimizer over the stacked parameters updates each member exactly as its own would; with several, each
@@ -17,36 +19,30 @@ member's slices of the stacked parameters form a parameter group with the member
 separate runs' and the lr schedule applies to each group.
 
 Switched on for a sweep by ``fuse=true`` (``normexp run -m ... fuse=true``, or ``normexp reproduce <claim> --override
-fuse=true``): :func:`normexp.sweep.launch` groups the grid's runs into cells that differ only in seed and lr and
-trains each with :func:`train_cell`, which writes every member's run folder as the runner would (config, metrics,
-summary with ``fused_members``), so aggregation and claims read fused runs like any others.
+fuse=true``): the sweep groups the grid's runs into cells that differ only in seed and lr and trains each with
+:func:`normexp.training.runner.train_cell`, which writes every member's run folder as a separate run would (config,
+metrics, checkpoint, summary with ``fused_members``), so aggregation and claims read fused runs like any others.
 
 Not supported, and refused: probes; norms or layers that draw random numbers in the forward pass (``noisy_bn``,
-``noise``, dropout > 0: vmap refuses random ops rather than silently sharing the noise); data augmentation (the
-draws would differ from separate runs). There are no checkpoints: a fused cell is small and an interrupted one
-restarts from scratch.
+``noise``, dropout > 0: vmap refuses random ops rather than silently sharing the noise).
 """
 
 from __future__ import annotations
 
 import copy
-import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 from torch.optim.lr_scheduler import LambdaLR
-from tqdm import tqdm
 
-from normexp import checkpoint, data, models, norms, optim, runner, tasks
-from normexp.config import TrainConfig, norm_options
-from normexp.data.splits import Splits
+from normexp import norms, optim, tasks
+from normexp.config import TrainConfig
 from normexp.errors import ConfigError
-from normexp.rundir import METRICS_LOG
+from normexp.training.assemble import DeviceData, assemble
+from normexp.training.loop import Metrics
 
 MEMBER_KEYS = ("seed", "optim.lr")
 """Config keys whose values may differ between the members of a fused cell."""
@@ -66,8 +62,6 @@ def check_fusable(cfgs: Sequence[DictConfig]) -> None:
         raise ConfigError("fused runs do not call probes.", fix="run cells with probes one by one")
     if cfgs[0].fast_path != "none":
         raise ConfigError("fused runs take no fast-path switches.", fix="set fast_path=none")
-    if cfgs[0].data.get("augment"):
-        raise ConfigError("fused runs do not augment (draws would differ).", fix="set data.augment=false")
     task = tasks.of(cfgs[0].data)
     if task.count is not tasks.element_count or task.label_smoothing:
         raise ConfigError(
@@ -89,71 +83,53 @@ def _without_member_keys(cfg: DictConfig) -> dict[str, Any]:
     return tree
 
 
-def _stacked(tensors: list[torch.Tensor], device: torch.device) -> torch.Tensor:
-    """``tensors`` on a new first dim, on ``device`` (a single one without a host copy)."""
-    return (tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)).to(device)
+def _stacked(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """``tensors`` on a new first dim (a single one without a copy)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)
 
 
-def _find_or_add(distinct: list[Splits], splits: Splits) -> int:
-    """The index of the dataset in ``distinct`` equal to ``splits``, appending ``splits`` when there is none."""
-    names = ("train_x", "train_y", "test_x", "test_y")
-    for index, seen in enumerate(distinct):
-        if all(torch.equal(getattr(seen, name), getattr(splits, name)) for name in names):
-            return index
-    distinct.append(splits)
-    return len(distinct) - 1
+def _split_lists(state: dict[str, Any], member: int) -> dict[str, Any]:
+    """A per-group state (a scheduler's, an optimizer group's lists) cut to member ``member``'s group."""
+    return {key: [value[member]] if isinstance(value, list) else value for key, value in state.items()}
+
+
+def _joined_lists(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of :func:`_split_lists` over every member's state."""
+    return {key: [s[key][0] for s in states] if isinstance(v, list) else v for key, v in states[0].items()}
+
+
+def _map_stacked(entry: dict[str, Any], change: Callable[[str, torch.Tensor], torch.Tensor]) -> dict[str, Any]:
+    """An optimizer's state of one stacked parameter with ``change(name, value)`` applied to every per-member tensor
+    (those with a member dim; a scalar such as Adam's step is shared)."""
+    return {name: change(name, v) if torch.is_tensor(v) and v.dim() else v for name, v in entry.items()}
 
 
 class FusedRuns:
-    """The members of one grid cell (configs differing in seed and optim.lr), trained together on one device."""
+    """The members of one grid cell (configs differing in seed and optim.lr), trained together on one device: the
+    stepper :mod:`normexp.training.loop` drives for a fused cell."""
 
     def __init__(self, cfgs: Sequence[DictConfig]) -> None:
         check_fusable(cfgs)
-        first = cfgs[0]
-        self.cfg: TrainConfig = OmegaConf.to_object(first.train)
-        self.size = len(cfgs)
-        self.device = runner.select_device(first.device)
-        if first.threads:
-            torch.set_num_threads(first.threads)
-        runner.set_deterministic(first.deterministic)
-        member_models, distinct_data, which = [], [], []
-        for cfg in cfgs:
-            model, splits = self._build_member(cfg)
-            member_models.append(model)
-            which.append(_find_or_add(distinct_data, splits))  # real data do not depend on the seed: one copy
-        self._init_data(distinct_data, which)
-        self._base = copy.deepcopy(member_models[0]).to("meta")  # the architecture; weights come from the stacks
-        self.params, self.buffers = stack_module_state(member_models)
-        self.task = tasks.of(first.data)
+        shared = DeviceData()  # real data do not depend on the seed: one copy on the device
+        members = [assemble(cfg, shared) for cfg in cfgs]
+        first = members[0]
+        self.cfg: TrainConfig = first.train
+        self.size, self.device, self.task = len(members), first.device, first.task
+        self.batches = [member.batches for member in members]
+        distinct = {id(member.splits): member.splits for member in members}  # shared copies are one dataset
+        which = [list(distinct).index(id(member.splits)) for member in members]
+        self._which = torch.tensor(which, device=self.device)
+        self.test_x = _stacked([splits.test_x for splits in distinct.values()])
+        self.test_y = _stacked([splits.test_y for splits in distinct.values()])
+        self._base = copy.deepcopy(first.model).to("meta")  # the architecture; weights come from the stacks
+        self.params, self.buffers = stack_module_state([member.model for member in members])
         self._adopt_gradient_layouts()
-        self.samplers = [
-            data.EpochSampler(len(self.train_x[0]), self.cfg.batch_size, cfg.seed, self.device) for cfg in cfgs
-        ]
         samples = self.cfg.batch_size * self.cfg.accumulate
         self.lrs = [optim.scaled_lr(cfg.optim, samples) for cfg in cfgs]
-        self.optimizer, self.scheduler = self._build_optimizer(first)
-        self.step_count = 0
+        self.optimizer, self.scheduler = self._build_optimizer(cfgs[0])
         self._loss_sum = torch.zeros(self.size, device=self.device)
         self._correct = torch.zeros(self.size, dtype=torch.long, device=self.device)
         self._seen = 0
-
-    def _build_member(self, cfg: DictConfig) -> tuple[nn.Module, Splits]:
-        """One member's model (on the device) and data (on the host), built in the runner's order, so the seed
-        gives the runner's initialization."""
-        runner.seed_everything(cfg.seed)
-        splits = data.load(cfg.data, seed=cfg.seed)
-        spec = norms.NormSpec.parse(**norm_options(cfg))
-        model = models.build(cfg.model, spec, splits.input_shape, splits.num_classes).to(self.device)
-        norms.data_dependent_init(model, splits.train_x[: cfg.train.batch_size].to(self.device))
-        return model, splits
-
-    def _init_data(self, distinct: list[Splits], which: list[int]) -> None:
-        """The distinct datasets stacked on the device, and which of them each member trains on."""
-        names = ("train_x", "train_y", "test_x", "test_y")
-        self.train_x, self.train_y, self.test_x, self.test_y = (
-            _stacked([getattr(splits, name) for splits in distinct], self.device) for name in names
-        )
-        self._which = torch.tensor(which, device=self.device)
 
     def _adopt_gradient_layouts(self) -> None:
         """Lay each stacked parameter out in memory as its gradient comes out of the vmapped backward (transposed,
@@ -163,7 +139,9 @@ class FusedRuns:
         forward moves, are restored.
         """
         saved = {name: buffer.clone() for name, buffer in self.buffers.items()}
-        x, y = self.train_x[self._which, : self.cfg.batch_size], self.train_y[self._which, : self.cfg.batch_size]
+        first = slice(0, self.cfg.batch_size)
+        x = torch.stack([batches.x[first] for batches in self.batches])
+        y = torch.stack([batches.y[first] for batches in self.batches])
         self._base.train()
         loss = self._member_losses(self.forward(x), y, "mean").sum()
         grads = torch.autograd.grad(loss, list(self.params.values()), allow_unused=True)  # as produced, unaccumulated
@@ -197,14 +175,13 @@ class FusedRuns:
         return vmap(member, randomness="error")(self.params, self.buffers, x)
 
     def next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Each member's next training batch from its own sampler: (members, batch, ...) inputs and targets."""
-        indices = torch.stack([sampler.next() for sampler in self.samplers])
-        rows = self._which[:, None]
-        return self.train_x[rows, indices], self.train_y[rows, indices]
+        """Each member's next training batch from its own batches: (members, batch, ...) inputs and targets."""
+        xs, ys = zip(*(batches.next() for batches in self.batches), strict=True)
+        return _stacked(list(xs)), _stacked(list(ys))
 
-    def train_step(self) -> None:
-        """One optimizer step of every member, as the runner's ``_train_step`` does it for one run."""
-        cfg, step = self.cfg, self.step_count + 1
+    def train_step(self, step: int) -> list[list[Metrics]]:
+        """Optimizer step ``step`` of every member, as :class:`normexp.training.loop.SingleRun` does it for one run."""
+        cfg = self.cfg
         norms.set_global_step(self._base, step)
         for stack in self.params.values():  # not optimizer.zero_grad: with one group per member it holds views
             stack.grad = None
@@ -221,7 +198,7 @@ class FusedRuns:
         self._set_member_grads()
         self.optimizer.step()
         self.scheduler.step()
-        self.step_count = step
+        return [[] for _ in range(self.size)]
 
     def _member_losses(self, output: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
         """Each member's loss (``mean`` or ``sum`` over its targets' elements), from the task's elementwise loss:
@@ -242,7 +219,7 @@ class FusedRuns:
             for view, stack in zip(views, self.params.values(), strict=True):
                 view.grad = None if stack.grad is None else stack.grad[i]
 
-    def training_metrics(self) -> list[dict[str, float]]:
+    def training_metrics(self) -> list[Metrics]:
         """Each member's mean training loss (and accuracy) since the last call, and its current lr."""
         loss, correct = (self._loss_sum / self._seen).tolist(), (self._correct / self._seen).tolist()
         lrs = [group["lr"] for group in self.optimizer.param_groups]
@@ -256,8 +233,8 @@ class FusedRuns:
         ]
 
     @torch.no_grad()
-    def evaluate(self) -> list[dict[str, float]]:
-        """Each member's mean test loss (and accuracy) per target, in eval mode and in batches, as the runner's."""
+    def evaluate(self, step: int) -> list[Metrics]:
+        """Each member's mean test loss (and accuracy) per target, in eval mode and in batches, as a separate run's."""
         self._base.eval()
         loss, correct = torch.zeros(self.size, device=self.device), torch.zeros_like(self._correct)
         batch = self.cfg.eval_batch_size
@@ -274,74 +251,61 @@ class FusedRuns:
             for i in range(self.size)
         ]
 
-    def member_state_dict(self, index: int) -> dict[str, torch.Tensor]:
-        """Member ``index``'s parameters and buffers under the model's own names (a ``state_dict`` of the net)."""
-        return {name: stack[index] for name, stack in (self.params | self.buffers).items()}
+    def member_state_dict(self, member: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s parameters and buffers under the model's own names (a ``state_dict`` of the net)."""
+        return {name: stack[member].detach().clone() for name, stack in (self.params | self.buffers).items()}
 
+    def member_state(self, member: int) -> dict[str, Any]:
+        """Member ``member``'s share of the cell's state, in the form of a separate run's (its model's state dict,
+        its optimizer's and scheduler's, its batches', its accumulated metrics)."""
+        optimizer, scheduler = self.optimizer.state_dict(), self.scheduler.state_dict()
+        if self._member_views:  # one group per member: its group, its parameters' states renumbered from 0
+            group = optimizer["param_groups"][member]
+            keys = group["params"]
+            state = {index: optimizer["state"][key] for index, key in enumerate(keys) if key in optimizer["state"]}
+            groups, scheduler = [{**group, "params": list(range(len(keys)))}], _split_lists(scheduler, member)
+        else:  # one group over the stacks: each state tensor sliced (a scalar, Adam's step, is every member's)
+            state = {
+                key: _map_stacked(entry, lambda name, v: v[member].clone()) for key, entry in optimizer["state"].items()
+            }
+            groups = optimizer["param_groups"]
+        return {
+            "model": self.member_state_dict(member),
+            "optimizer": {"state": state, "param_groups": groups},
+            "scheduler": scheduler,
+            "batches": self.batches[member].state_dict(),
+            "probes": [],
+            "accumulated": {
+                "loss_sum": self._loss_sum[member].clone(),
+                "correct": self._correct[member].clone(),
+                "seen": self._seen,
+            },
+        }
 
-def train_cell(cfgs: Sequence[DictConfig], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
-    """Train one cell's runs together; write each one's run folder as :func:`normexp.runner.train` would (same
-    records at the same steps, summary with ``fused_members``; the cell's wall time is every member's) and return
-    their summaries. A member whose training loss diverges ends ``diverged`` at that step and is recorded no more;
-    the others go on. A failure marks every member ``failed`` and propagates."""
-    for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
-        runner.start(cfg, run_dir)
-        for stale in (METRICS_LOG, checkpoint.CHECKPOINT_FILE):  # an earlier, unfinished separate run's
-            (run_dir / stale).unlink(missing_ok=True)
-    fused = FusedRuns(cfgs)
-    train_cfg = fused.cfg
-    records = [runner.Record(train_cfg.target_acc) for _ in cfgs]
-    for record, cfg, run_dir in zip(records, cfgs, run_dirs, strict=True):
-        record.open(cfg, run_dir)
-    ended: dict[int, str] = {}  # member -> why it diverged
-    last_step = [0] * fused.size
-    status, started = "failed", time.perf_counter()
-    bar = tqdm(total=train_cfg.steps, disable=not train_cfg.progress or None, unit="step", desc=f"{fused.size} runs")
-    try:
-        _write(records, fused.evaluate(), 0, ended)
-        with bar:
-            for step in range(1, train_cfg.steps + 1):
-                fused.train_step()
-                bar.update()
-                due: list[dict[str, float]] = [{} for _ in cfgs]
-                if step % train_cfg.log_every == 0 or step == train_cfg.steps:
-                    for member, metrics in enumerate(fused.training_metrics()):
-                        due[member] |= metrics
-                        why = runner.divergence(metrics["train/loss"], step, train_cfg.diverge_loss)
-                        if why and member not in ended:  # recorded as the runner does, then no more
-                            records[member].write(metrics, step)
-                            ended[member], last_step[member] = why, step
-                if step % train_cfg.eval_every == 0 or step == train_cfg.steps:
-                    for member, metrics in enumerate(fused.evaluate()):
-                        due[member] |= metrics
-                _write(records, due, step, ended)
-                last_step = [last_step[m] if m in ended else step for m in range(fused.size)]
-                if len(ended) == fused.size:
-                    break
-        status = "completed"
-    finally:
-        elapsed = time.perf_counter() - started
-        errors = [ended.get(m, None if status == "completed" else "the fused cell failed") for m in range(fused.size)]
-        summaries = [
-            runner.finish(
-                cfg,
-                run_dir,
-                record,
-                "diverged" if member in ended else status,
-                errors[member],
-                last_step[member],
-                elapsed,
-                last_step[member],
-                fused.device,
-                fused_members=fused.size,
-            )
-            for member, (cfg, run_dir, record) in enumerate(zip(cfgs, run_dirs, records, strict=True))
-        ]
-    return summaries
-
-
-def _write(records: list[runner.Record], metrics: list[dict[str, float]], step: int, ended: dict[int, str]) -> None:
-    """Record each member's ``metrics`` at ``step``, except members that have ended."""
-    for member, (record, values) in enumerate(zip(records, metrics, strict=True)):
-        if values and member not in ended:
-            record.write(values, step)
+    @torch.no_grad()
+    def load_member_states(self, states: list[dict[str, Any]]) -> None:
+        """Continue from every member's :meth:`member_state`."""
+        for name, stack in (self.params | self.buffers).items():
+            stack.copy_(torch.stack([state["model"][name] for state in states]))
+        optimizers = [state["optimizer"] for state in states]
+        if self._member_views:
+            count = len(self.params)
+            merged = {m * count + i: entry for m, o in enumerate(optimizers) for i, entry in o["state"].items()}
+            renumbered = [[m * count + i for i in range(count)] for m in range(self.size)]
+            groups = [{**o["param_groups"][0], "params": keys} for o, keys in zip(optimizers, renumbered, strict=True)]
+            scheduler = _joined_lists([state["scheduler"] for state in states])
+        else:
+            entries = [o["state"] for o in optimizers]
+            merged = {
+                key: _map_stacked(entry, lambda name, v, key=key: torch.stack([e[key][name] for e in entries]))
+                for key, entry in entries[0].items()
+            }
+            groups, scheduler = optimizers[0]["param_groups"], states[0]["scheduler"]
+        self.optimizer.load_state_dict({"state": merged, "param_groups": groups})
+        self.scheduler.load_state_dict(scheduler)
+        for batches, state in zip(self.batches, states, strict=True):
+            batches.load_state_dict(state["batches"])
+        self._loss_sum.copy_(torch.stack([state["accumulated"]["loss_sum"] for state in states]))
+        self._correct.copy_(torch.stack([state["accumulated"]["correct"] for state in states]))
+        self._seen = states[0]["accumulated"]["seen"]
+        norms.set_global_step(self._base, states[0]["step"])

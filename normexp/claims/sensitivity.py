@@ -1,0 +1,219 @@
+"""Sensitivity maps: a claim's criteria judged at every value of each choice its paper left open.
+
+A paper leaves some choices open (Ioffe's learning rate, the deep linear network's init gain, the CPU budget
+itself). The primary value of each is fixed, by a rule tied to the paper and before the grid runs, in the
+experiment's ``normexp/configs/at_scale/<experiment>/<scale>.yaml``;
+``normexp/configs/sensitivity/<experiment>/<scale>.yaml`` names the choice (a config key), the other values tried
+beside the primary, and why:
+
+    optim.lr:
+      values: [0.1, 0.3, 3.0]
+      why: the paper gives no lr; the primary is ...
+
+``reproduce`` runs the experiment's grid once more per other value, with that one override (:func:`overrides`).
+:func:`select` keeps the runs at one setting, every other axis at its primary value, so the claim's verdict is
+judged on the primary runs and each map entry on its own runs: the map says where a claim holds and where it stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from numbers import Number
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+from omegaconf import OmegaConf
+
+from normexp.claims import Claim, Results, Verdict, mark
+from normexp.errors import UserError
+
+SENSITIVITY_DIR = "sensitivity"
+"""The config folder (beside ``at_scale``) that holds each experiment's open choices per scale."""
+
+
+@dataclass(frozen=True)
+class Axis:
+    """One open choice of an experiment: its config ``key``, the ``primary`` value and the ``others`` tried."""
+
+    experiment: str
+    key: str
+    primary: Any
+    others: tuple[Any, ...]
+    why: str
+
+    def overrides(self) -> list[str]:
+        """One Hydra override per other value."""
+        return [f"{self.key}={value}" for value in self.others]
+
+
+def axes_file(experiment: str, scale: str) -> Path:
+    """Where an experiment's open choices at ``scale`` are listed."""
+    from normexp.config import CONFIG_DIR
+
+    return CONFIG_DIR / SENSITIVITY_DIR / experiment / f"{scale}.yaml"
+
+
+@cache
+def axes_of(experiment: str, scale: str) -> tuple[Axis, ...]:
+    """The experiment's open choices at ``scale``, each with the primary value its composed config sets."""
+    path = axes_file(experiment, scale)
+    if not path.exists():
+        return ()
+    from normexp.config import compose_config
+
+    spec = yaml.safe_load(path.read_text()) or {}
+    cfg = compose_config([f"experiment={experiment}", f"scale={scale}"])
+    axes = []
+    for key, entry in spec.items():
+        primary = OmegaConf.select(cfg, key, default="<missing>")
+        if primary == "<missing>" or not isinstance(entry, dict) or not entry.get("values"):
+            raise UserError(
+                f"{path}: {key!r} must be a config key of experiment {experiment} with a list of `values`.",
+                fix="write `<config key>: {values: [...], why: ...}`, one entry per open choice",
+            )
+        others = tuple(value for value in entry["values"] if not _same(value, primary))
+        axes.append(Axis(experiment, key, primary, others, str(entry.get("why", ""))))
+    return tuple(axes)
+
+
+def claim_axes(claim: Claim, scale: str) -> list[Axis]:
+    """The open choices of every experiment the claim reads."""
+    return [axis for experiment in claim.experiments for axis in axes_of(experiment, scale)]
+
+
+def _same(value: Any, other: Any) -> bool:
+    if isinstance(value, Number) and isinstance(other, Number) and not isinstance(value, bool):
+        return bool(np.isclose(float(value), float(other), rtol=1e-9, atol=0.0))
+    return value == other
+
+
+def _matches(column: pd.Series, value: Any) -> pd.Series:
+    if isinstance(value, Number) and not isinstance(value, bool):
+        numbers = pd.to_numeric(column, errors="coerce")
+        return pd.Series(np.isclose(numbers, float(value), rtol=1e-9, atol=0.0), index=column.index)
+    if value is None:
+        return column.isna()
+    return column.astype(str) == str(value)
+
+
+def select(results: Results, axes: list[Axis], axis: Axis | None = None, value: Any = None) -> Results:
+    """The runs at one setting: ``axis`` at ``value`` and every other axis at its primary value (all at the
+    primary when ``axis`` is None). Runs of experiments an axis does not belong to are kept."""
+    summary = results.summary
+    if summary.empty or not axes:
+        return results
+    keep = pd.Series(True, index=summary.index)
+    for each in axes:
+        wanted = value if each == axis else each.primary
+        column = summary[each.key] if each.key in summary else pd.Series(np.nan, index=summary.index)
+        keep &= (summary["experiment_name"] != each.experiment) | _matches(column, wanted)
+    kept = summary[keep]
+    runs = results.runs[results.runs["run_id"].isin(kept["run_id"])] if not results.runs.empty else results.runs
+    return Results(runs, kept)
+
+
+def judge(claim: Claim, results: Results, scale: str, axes: list[Axis] | None = None) -> Verdict:
+    """The claim's verdict at its primary setting, carrying the map: the same criteria at every other value of
+    ``axes`` (default: the claim's open choices at ``scale``)."""
+    axes = claim_axes(claim, scale) if axes is None else axes
+    verdict = claim.verify(select(results, axes), scale)
+    entries = [
+        Verdict(**{**vars(claim.verify(select(results, axes, axis, value), scale)), "setting": _setting(axis, value)})
+        for axis in axes
+        for value in axis.others
+    ]
+    return Verdict(**{**vars(verdict), "sensitivity": entries})
+
+
+def _setting(axis: Axis, value: Any) -> dict[str, Any]:
+    return {"experiment": axis.experiment, "key": axis.key, "value": value, "primary": axis.primary}
+
+
+def map_table(verdict: Verdict, markdown: bool = True) -> str:
+    """The map as a table: one row per criterion, one column per setting (the primary first), each cell the
+    criterion's outcome and margin; empty when the claim has no open choice."""
+    if not verdict.sensitivity:
+        return ""
+    columns = [("primary", verdict)] + [(_column_label(entry.setting), entry) for entry in verdict.sensitivity]
+    names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
+    header = ["criterion", *(label for label, _ in columns)]
+    rows = [header, ["", *(v.verdict for _, v in columns)]]
+    for name in names:
+        rows.append([name, *(_cell(v, name, markdown) for _, v in columns)])
+    if markdown:
+        lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(header)]
+        return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _column_label(setting: dict[str, Any], short: bool = False) -> str:
+    """``key=value``; ``short``: the key's last part (``init_gain=0.8``), for a figure's narrow columns."""
+    value = setting["value"]
+    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    key = setting["key"].rsplit(".", 1)[-1] if short else setting["key"]
+    return f"{key}={shown}"
+
+
+def _cell(verdict: Verdict, name: str, markdown: bool) -> str:
+    check = next((c for c in verdict.checks if c.name == name), None)
+    if check is None:
+        return "–"
+    margin = f" {check.margin:+.3g}" if check.margin is not None else ""
+    return f"{mark(check, markdown)}{margin}"
+
+
+def plot_map(verdict: Verdict, out: Path) -> list[Path]:
+    """The map as a figure: criteria × settings, green where a criterion passes, red where it fails, grey where it
+    is untested, each cell annotated with its margin."""
+    if not verdict.sensitivity:
+        return []
+    from normexp import plotting
+
+    columns = [("primary\n" + _primary_label(verdict), verdict)] + [
+        (_column_label(e.setting, short=True).replace("=", "=\n", 1), e) for e in verdict.sensitivity
+    ]
+    names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
+    outcome = np.full((len(names), len(columns)), np.nan)
+    fig, axes = plotting.figure(width="text", height=1.4 + 0.3 * len(names))
+    ax = axes[0]
+    for j, (_, v) in enumerate(columns):
+        if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
+            ax.text(j, (len(names) - 1) / 2, v.verdict.replace(" ", "\n"), ha="center", va="center", fontsize=7)
+        for i, name in enumerate(names):
+            check = next((c for c in v.checks if c.name == name), None)
+            if check is None:
+                continue
+            outcome[i, j] = 0.5 if check.passed is None else float(check.passed)
+            text = f"{check.margin:+.3g}" if check.margin is not None else mark(check, markdown=False)
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    from matplotlib.colors import ListedColormap
+
+    ax.imshow(outcome, cmap=ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]), vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
+    ax.set_yticks(range(len(names)), [_short(name) for name in names], fontsize=7)
+    ax.grid(False)
+    ax.set_title(
+        f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin)",
+        fontsize=8,
+    )
+    text = plotting.Caption(
+        "the sensitivity map: each pre-registered criterion (rows) judged at the primary setting and at each other "
+        "value of the choices the paper left open (columns, one changed at a time); the number is the criterion's "
+        "margin in its own units (> 0 passes); a column without runs says so",
+        band="no bands: each cell is one criterion's outcome on the medians over seeds",
+    )
+    return plotting.save(fig, out, "sensitivity", text)
+
+
+def _primary_label(verdict: Verdict) -> str:
+    primaries = {e.setting["key"]: {**e.setting, "value": e.setting["primary"]} for e in verdict.sensitivity}
+    return "\n".join(_column_label(setting, short=True) for setting in primaries.values())
+
+
+def _short(name: str, width: int = 44) -> str:
+    return name if len(name) <= width else name[: width - 1] + "…"

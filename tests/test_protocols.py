@@ -1,0 +1,62 @@
+"""Issue 13's faithful CPU protocols: what each keeps from its paper, checked on the composed configs, and the new
+schedule run at smoke scale."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from normexp.config import compose_config
+
+
+def composed(experiment: str, scale: str, *overrides: str):
+    return compose_config([f"experiment={experiment}", f"scale={scale}", *overrides], return_hydra_config=True)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "keys"),
+    [
+        ("ioffe2015-fig1", ("train.steps", "train.batch_size", "model.hidden", "model.activation")),
+        ("santurkar2018-dln", ("train.steps", "optim.lr", "train.batch_size", "model.depth", "model.width")),
+    ],
+)
+def test_cpu_protocol_keeps_the_papers_steps_lr_and_network(experiment: str, keys: tuple[str, ...]) -> None:
+    cpu, paper = composed(experiment, "cpu"), composed(experiment, "paper")
+    assert {k: OmegaConf.select(cpu, k) for k in keys} == {k: OmegaConf.select(paper, k) for k in keys}
+
+
+def test_lr_claim_is_asked_of_inceptions_features_with_every_multiple_on_the_grid() -> None:
+    cfg = composed("ioffe2015-lr", "cpu")
+    assert cfg.model.activation == "relu" and cfg.optim.momentum == 0.9
+    lrs = [float(v) for v in cfg.hydra.sweeper.params["optim.lr"].split(",")]
+    candidates = [lr for lr in lrs if lr <= 0.2]
+    for lr in candidates:
+        assert all(any(math.isclose(k * lr, other) for other in lrs) for k in (5, 30)), lr
+
+
+def test_xiong_warmups_share_the_inverse_sqrt_decay_after_the_longest(cli, out_dir: Path) -> None:
+    """Smoke scale: warm-up 0 holds lr_max for decay_start updates, then lr_max·√(decay_start/t)."""
+    status, _, _ = cli(
+        "run",
+        "experiment=xiong2020-warmup",
+        "scale=smoke",
+        "schedule.warmup_steps=0",
+        "optim.lr=1e-3",
+        "train.steps=8",
+        "train.log_every=1",
+        "train.eval_every=4",
+        f"out_dir={out_dir}",
+    )
+    assert status == 0
+    (run,) = (out_dir / "xiong2020-warmup" / "smoke").glob("*seed=*")
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    lr = {row["step"]: row["lr"] for row in logged if "lr" in row}
+    decay_start = composed("xiong2020-warmup", "smoke").schedule.decay_start
+    # the lr logged after `step` updates is the next update's, t = step + 1
+    expected = {s: 1e-3 * math.sqrt(decay_start / max(s + 1, decay_start)) for s in lr}
+    assert lr == pytest.approx(expected)
+    assert composed("xiong2020-warmup", "cpu").schedule.decay_start == 200

@@ -1,0 +1,118 @@
+"""Sensitivity maps on synthetic results that pass at one setting and fail at another, and on real configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+
+from normexp import claims, reproduce
+from normexp.claims import Check, Results, sensitivity
+from normexp.config import compose_config, validate
+from normexp.errors import UserError
+from tests.test_claims import fast, fig1_runs, slow
+
+LR = sensitivity.Axis("ioffe2015-fig1", "optim.lr", 1.0, (3.0,), "test axis")
+
+
+def two_settings() -> Results:
+    """BN faster at the primary lr 1.0 (the claim holds), slower at lr 3.0 (it fails)."""
+    holds = fig1_runs(fast, slow, bn_drift=0.0001, none_drift=0.003).assign(**{"optim.lr": 1.0})
+    fails = fig1_runs(slow, fast, bn_drift=0.0001, none_drift=0.003).assign(**{"optim.lr": 3.0})
+    fails["run_id"] = fails["run_id"] + "-lr3"
+    runs = pd.concat([holds, fails], ignore_index=True)
+    summary = runs[["run_id", "optim.lr"]].drop_duplicates().assign(experiment_name="ioffe2015-fig1")
+    return Results(runs, summary)
+
+
+def test_the_verdict_is_judged_on_the_primary_runs_and_the_map_on_each_setting() -> None:
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [LR])
+    assert verdict.verdict == "reproduced" and verdict.n_runs == 6
+    [entry] = verdict.sensitivity
+    assert entry.setting == {"experiment": "ioffe2015-fig1", "key": "optim.lr", "value": 3.0, "primary": 1.0}
+    assert entry.verdict == "not reproduced" and entry.n_runs == 6
+    margins = {check.name: check.margin for check in entry.checks}
+    assert margins["1a: BN more accurate at the end"] == pytest.approx(slow(1000) - fast(1000), abs=0.002)
+    assert all(check.margin > 0 for check in verdict.checks)
+
+
+def test_map_table_marks_each_criterion_at_each_setting() -> None:
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [LR])
+    table = sensitivity.map_table(verdict).splitlines()
+    assert table[0] == "| criterion | primary | optim.lr=3 |"
+    assert table[2] == "|  | reproduced | not reproduced |"
+    end = next(line for line in table if line.startswith("| 1a: BN more accurate at the end"))
+    assert end.count("✅") == 1 and end.count("❌") == 1
+    assert "optim.lr=3" in sensitivity.map_table(verdict, markdown=False).splitlines()[0]
+
+
+def test_map_figure_is_drawn_only_for_claims_with_open_choices(tmp_path: Path) -> None:
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [LR])
+    assert [p.name for p in sensitivity.plot_map(verdict, tmp_path)] == ["sensitivity.png", "sensitivity.pdf"]
+    assert (
+        sensitivity.plot_map(sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", []), tmp_path)
+        == []
+    )
+
+
+def test_a_setting_without_runs_is_insufficient_data_in_the_map_only() -> None:
+    missing = sensitivity.Axis("ioffe2015-fig1", "optim.lr", 1.0, (10.0,), "not run")
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [missing])
+    assert verdict.verdict == "reproduced" and verdict.sensitivity[0].verdict == "insufficient data"
+
+
+def test_axes_read_the_primary_from_the_composed_config() -> None:
+    axes = {axis.key: axis for axis in sensitivity.axes_of("ioffe2015-fig1", "cpu")}
+    assert axes["train.steps"].primary == 50000 and 50000 not in axes["train.steps"].others
+    assert axes["optim.lr"].overrides() == [f"optim.lr={v}" for v in axes["optim.lr"].others]
+    assert sensitivity.axes_of("ioffe2015-fig1", "smoke") == ()
+
+
+def test_a_malformed_sensitivity_file_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "cpu.yaml"
+    path.write_text("optim.nonsense:\n  values: [1, 2]\n")
+    monkeypatch.setattr(sensitivity, "axes_file", lambda experiment, scale: path)
+    sensitivity.axes_of.cache_clear()
+    with pytest.raises(UserError, match="must be a config key"):
+        sensitivity.axes_of("ioffe2015-fig1", "cpu")
+    sensitivity.axes_of.cache_clear()
+
+
+def test_an_untestable_criterion_makes_a_distinct_verdict() -> None:
+    passed, failed, untested = Check("a", True, ""), Check("b", False, ""), Check("c", None, "needs 40 h")
+    assert claims.verdict_of([passed, untested]) == "not testable at this scale"
+    assert claims.verdict_of([passed, untested, failed]) == "not reproduced"
+    assert claims.verdict_of([passed]) == "reproduced"
+    assert [claims.mark(c) for c in (passed, failed, untested)] == ["✅", "❌", "⏸"]
+
+
+def test_reproduce_runs_the_grid_once_more_per_other_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out_dir: Path
+) -> None:
+    axis = sensitivity.Axis("ioffe2015-fig1", "optim.lr", 0.1, (0.3,), "test axis")
+    monkeypatch.setattr(sensitivity, "axes_of", lambda experiment, scale: (axis,))
+    verdict, status = reproduce.reproduce("ioffe2015-fig1", "smoke", str(out_dir), ["optim.lr=0.1"], tmp_path)
+    assert status == 0 and verdict.sensitivity == []  # the user set the open choice: no map is run
+    verdict, status = reproduce.reproduce("ioffe2015-fig1", "smoke", str(out_dir), [], tmp_path)
+    folders = [p.name for p in (out_dir / "ioffe2015-fig1" / "smoke").iterdir() if p.is_dir()]
+    assert status == 0 and sum("optim.lr=0.3" in name for name in folders) == 6
+    assert sum("optim.lr" not in name for name in folders) == 6  # the primary grid, as before
+    assert [entry.setting["value"] for entry in verdict.sensitivity] == [0.3]
+    assert (reproduce.results_dir("ioffe2015-fig1", "smoke", tmp_path) / "sensitivity.png").exists()
+
+
+def mapped_settings() -> list[tuple[str, str]]:
+    """(experiment, override) for every other value of every open choice of every claim at the cpu scale."""
+    experiments = dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments)
+    return [(e, o) for e in experiments for axis in sensitivity.axes_of(e, "cpu") for o in axis.overrides()]
+
+
+@pytest.mark.parametrize(("experiment", "override"), mapped_settings())
+def test_every_mapped_setting_composes_and_validates(experiment: str, override: str) -> None:
+    """Each map column is a config the runner accepts: a typo in a sensitivity file fails here, not in its grid."""
+    cfg = compose_config([f"experiment={experiment}", "scale=cpu", override], return_hydra_config=True)
+    validate(cfg)
+    key, value = override.split("=", 1)
+    assert str(OmegaConf.select(cfg, key)) == value
