@@ -16,6 +16,7 @@ import yaml
 
 from normexp.identity import flatten, folder_excluded_keys
 from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
+from normexp.tracking import STEP_AXES
 
 RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s", "git_sha", "git_dirty")
 """Summary columns that describe how a run went, not what it computes."""
@@ -67,14 +68,14 @@ def wandb_frames(wandb_runs: Iterable[Any]) -> tuple[pd.DataFrame, pd.DataFrame]
     the summary normexp wrote (status, final/*), so the same groupby and :func:`aggregate` apply."""
     rows, frames = [], []
     for run in wandb_runs:
-        run_id = f"{run.group}/{run.job_type}/{run.name}"  # the run folder's experiment/scale/name, as _run_id
+        run_id = f"{run.group}/{run.config['scale_name']}/{run.name}"  # the folder's experiment/scale/name, as _run_id
         summary = dict(run.summary)
         rows.append(
             {"run_id": run_id, **flatten(dict(run.config)), "status": summary.get("status")}
             | {key: value for key, value in summary.items() if key.startswith("final/")}
         )
         history = run.history(pandas=True)
-        metrics = [c for c in history.columns if not c.startswith("_")]
+        metrics = [c for c in history.columns if not c.startswith("_") and c not in STEP_AXES]
         long = history.melt(id_vars="_step", value_vars=metrics, var_name="metric").dropna(subset=["value"])
         frames.append(long.rename(columns={"_step": "step"}).assign(run_id=run_id))
     summary = pd.DataFrame(rows)

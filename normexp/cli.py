@@ -1,7 +1,8 @@
-"""The ``normexp`` command line: run, reproduce, verify, figures, list.
+"""The ``normexp`` command line: run, reproduce, verify, figures, collect, list, sync.
 
-User errors (unknown names, impossible values, missing data) print one paragraph and exit with status 2, without
-a traceback; a sweep in which some run failed exits with status 1 after listing the failed runs.
+``normexp run`` is a Hydra app: its arguments go to Hydra unchanged (:func:`normexp.sweep.hydra_app`). User errors
+(unknown names, impossible values, missing data) print one paragraph and exit with status 2, without a traceback;
+a sweep in which some run failed exits with status 1 after listing the failed runs.
 """
 
 from __future__ import annotations
@@ -9,28 +10,39 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from normexp import claims, reproduce, sweep, tables
+from normexp import __version__, claims, reproduce, sweep, tables
+from normexp.analysis import aggregate, load_runs, varying_columns
 from normexp.claims import sensitivity
 from normexp.config import CONFIG_DIR
 from normexp.errors import UserError
+from normexp.rundir import CONFIG_FILE, atomic_write
 
-HYDRA_FLAGS = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p"}
-"""Hydra's own flags: ``normexp run`` hands them to Hydra unchanged (e.g. ``--cfg job`` shows the config)."""
 SCALES = ("smoke", "cpu", "paper")
+SHELL_COMPLETION = ("-sc", "--shell-completion")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Train one run, or a grid with ``-m``."""
-    overrides = list(args.overrides)
-    if HYDRA_FLAGS & set(overrides):  # inspection (--cfg, --info, --help): Hydra answers, nothing runs
-        sweep.call_hydra(overrides)
-        return 0
-    return sweep.report(sweep.launch(overrides, args.multirun))
+def cmd_run(argv: list[str]) -> int:
+    """Train one run, or a grid with ``-m``: Hydra's app, with every Hydra flag (``--cfg``, ``--info``, ``-sc``...)."""
+    jobs = sweep.hydra_app(argv)
+    return sweep.report(jobs) if jobs else 0
+
+
+def complete(argv: list[str]) -> int:
+    """Answer the shell's completion query (``normexp -sc query=bash``, installed by ``normexp run -sc
+    install=bash``): Hydra completes a ``normexp run`` line as its app's line; otherwise the commands."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if len(words) > 1 and words[1] == "run" and (len(words) > 2 or line.endswith(" ")):
+        os.environ["COMP_LINE"] = line.replace(" run", "", 1)  # the line as a Hydra app's completion reads it
+        return cmd_run(argv)
+    print(" ".join(COMMANDS))
+    return 0
 
 
 def _claim_ids(names: Sequence[str]) -> list[str]:
@@ -102,6 +114,35 @@ def _print_verdicts(verdicts: list[claims.Verdict], root: Path, as_json: bool, m
             print(sensitivity.map_table(v, markdown))
 
 
+def run_folders(paths: Sequence[Path]) -> list[Path]:
+    """The run folders (those holding a ``config.yaml``) among ``paths`` and under them, e.g. a sweep's folder."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise UserError(f"{path} does not exist.", fix="give run folders or the folders that hold them")
+        found += [path] if (path / CONFIG_FILE).exists() else sorted(p.parent for p in path.rglob(CONFIG_FILE))
+    return list(dict.fromkeys(found))
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    """Any sweep's run folders into the tidy Parquet table, and its seed-aggregated table in the terminal."""
+    folders = run_folders(args.run_dirs)
+    runs, summary = load_runs(folders)
+    if summary.empty:
+        raise UserError(f"no run folders under {' '.join(map(str, args.run_dirs))}.", fix="give a sweep's folder")
+    atomic_write(args.out, lambda f: runs.to_parquet(f, index=False), mode="wb")
+    metric = f"final/{args.metric}"
+    if metric not in summary:
+        choices = sorted(c.removeprefix("final/") for c in summary if c.startswith("final/"))
+        raise UserError(f"the runs recorded no {args.metric}.", choices=choices, fix="pass --metric <one of them>")
+    cells = [column for column in varying_columns(summary) if column != "seed"]
+    table = aggregate(summary, cells, metric) if cells else aggregate(summary.assign(cell="all"), ["cell"], metric)
+    print(f"{len(summary)} run(s) -> {args.out} (tidy: run_id, config columns, step, metric, value)")
+    print(f"{args.metric} across seeds:")
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     """Upload the offline W&B runs under the output folder (``wandb sync``)."""
     offline = sorted(Path(args.out_dir).glob("**/wandb/offline-run-*"))
@@ -151,12 +192,11 @@ def cmd_list(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The ``normexp`` argument parser."""
     main = argparse.ArgumentParser(prog="normexp", description=__doc__.split("\n")[0])
+    main.add_argument("--version", action="version", version=f"normexp {__version__}")
     sub = main.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="train one run (or a grid with -m) from Hydra overrides")
-    run.add_argument("-m", "--multirun", action="store_true", help="sweep: comma lists and the experiment's grid")
-    run.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. norm=gn optim.lr=0.3")
-    run.set_defaults(func=cmd_run)
+    # `run` is dispatched to Hydra before parsing (see main); listed here for `normexp --help`
+    sub.add_parser("run", add_help=False, help="train one run (or a grid with -m): Hydra's app, see run --help")
 
     def claims_command(name: str, func: Callable, help_text: str) -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=help_text)
@@ -174,6 +214,12 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     claims_command("figures", cmd_figures, "redraw claims' figures from stored results only")
 
+    col = sub.add_parser("collect", help="run folders (any sweep's) -> tidy Parquet and a seed-aggregated table")
+    col.add_argument("run_dirs", nargs="+", type=Path, help="run folders, or folders holding them (a sweep's)")
+    col.add_argument("--out", type=Path, default=Path("runs.parquet"), help="the tidy table (default runs.parquet)")
+    col.add_argument("--metric", default="test/acc", help="final metric to aggregate across seeds")
+    col.set_defaults(func=cmd_collect)
+
     syn = sub.add_parser("sync", help="upload offline W&B runs (wandb sync)")
     syn.add_argument("--out-dir", default="runs", help="where run folders are")
     syn.add_argument("--dry-run", action="store_true", help="list the offline runs only")
@@ -190,10 +236,18 @@ def parser() -> argparse.ArgumentParser:
     return main
 
 
+COMMANDS = ("run", "reproduce", "verify", "figures", "collect", "list", "sync")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``normexp`` console script."""
-    args = parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv[:1] == ["run"]:
+            return cmd_run(argv[1:])
+        if argv[:1] and argv[0] in SHELL_COMPLETION:
+            return complete(argv)
+        args = parser().parse_args(argv)
         return args.func(args)
     except UserError as error:
         print(f"normexp: error: {error.message}", file=sys.stderr)

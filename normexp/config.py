@@ -6,16 +6,16 @@ has. Free-form sections (``model``, ``norm``, ``data``, ``probes``) are checked 
 
 from __future__ import annotations
 
-import itertools
 import math
 import os
-import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.config_loader import ConfigLoader
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from normexp.errors import ConfigError
-from normexp.identity import ROOT_CONFIG
+from normexp.identity import ROOT_CONFIG, run_name
 
 CONFIG_DIR = ROOT_CONFIG.parent
 """The Hydra config tree, shipped inside the package (a non-editable install has it too)."""
@@ -115,14 +115,6 @@ class NormexpConfig:
     probes: dict[str, Any] = field(default_factory=dict)
 
 
-def run_name(override_dirname: str, seed: int) -> str:
-    """A run folder's name: its overrides (sorted by Hydra) plus the seed, which every run has. A deletion is named
-    ``~key`` whether Hydra writes it so (one run) or as ``~key=null`` (a sweep's jobs), so both find the same folder.
-    A ``/`` in a value (a path) is written ``%2F``: the name stays one folder, not nested ones."""
-    overrides = re.sub(r"(^|,)(~[^=,]+)=null(?=,|$)", r"\1\2", override_dirname).replace("/", "%2F")
-    return ",".join(part for part in (overrides, f"seed={seed}") if part)
-
-
 def workers(gpus: int) -> int:
     """Parallel local workers: one per GPU, or one per CPU core this process may use without GPUs (a SLURM or
     ``taskset`` allocation can be fewer cores than the machine has)."""
@@ -144,7 +136,8 @@ def mul(left: Any, right: Any) -> int:
 
 
 def register() -> None:
-    """Register the schema and the resolvers (``run_name``, ``workers``, ``div``, ``mul``); idempotent."""
+    """Register the schema and the resolvers (``run_name``: :func:`normexp.identity.run_name`, ``workers``,
+    ``div``, ``mul``); idempotent."""
     ConfigStore.instance().store(name="normexp_schema", node=NormexpConfig)
     for name, resolver in (("run_name", run_name), ("workers", workers), ("div", div), ("mul", mul)):
         if not OmegaConf.has_resolver(name):
@@ -160,41 +153,47 @@ def compose_config(overrides: list[str], return_hydra_config: bool = False) -> D
             return compose("config", overrides=overrides, return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as error:
         raise ConfigError(
-            _one_paragraph(error).rstrip(".") + ".", fix="check the override spelling; `normexp list` shows names"
+            one_paragraph(error).rstrip(".") + ".", fix="check the override spelling; `normexp list` shows names"
         ) from None
     finally:
         GlobalHydra.instance().clear()
 
 
-def _one_paragraph(error: Exception) -> str:
+def one_paragraph(error: Exception) -> str:
     """``error``'s message, and its cause's (Hydra's "Error merging override" hides why), on one line, without
     OmegaConf's key and type bookkeeping."""
     text = f"{error}: {error.__cause__}" if error.__cause__ is not None else str(error)
     lines = [line.strip() for line in text.splitlines()]
-    bookkeeping = ("full_key", "reference_type", "object_type")
+    bookkeeping = ("full_key", "reference_type", "object_type", "Config search path", "provider=")
     return " ".join(line for line in lines if line and not line.startswith(bookkeeping))
 
 
+def sweep_grid(loader: ConfigLoader, params: Mapping[str, Any] | None, arguments: Sequence[str]) -> list[list[str]]:
+    """Every job's overrides, as Hydra's basic sweeper expands a config's ``hydra.sweeper.params`` and the command
+    line ``arguments`` (which win for a key set in both): ``a=1,2``, ``range()``, ``choice()``, ``glob()`` (which
+    needs the config ``loader`` to list a group's options). A sweep it cannot enumerate (``interval()``) raises
+    Hydra's error."""
+    parser = OverridesParser.create(config_loader=loader)
+    lines = [f"{key}={value}" for key, value in (params or {}).items()] + list(arguments)
+    return [list(job) for batch in BasicSweeper.split_arguments(parser.parse_overrides(lines), None) for job in batch]
+
+
 def expand_grid(overrides: list[str]) -> list[list[str]]:
-    """All jobs of a multirun: command-line sweeps and the experiment's ``hydra.sweeper.params``, as Hydra's
-    basic sweeper combines them (command line wins for a key set in both)."""
-    parser = OverridesParser.create()
+    """All jobs of ``normexp run -m OVERRIDES`` (:func:`sweep_grid` with the composed experiment's params), without
+    running anything: for tests and planning tools."""
+    register()
+    GlobalHydra.instance().clear()
     try:
-        parsed = parser.parse_overrides(overrides)
-    except HydraException as error:
-        raise ConfigError(_one_paragraph(error)) from None
-    plain = [o.input_line for o in parsed if not o.is_sweep_override()]
-    cfg = compose_config(plain, return_hydra_config=True)
-    params = cfg.hydra.sweeper.get("params") or {}
-    given = {o.get_key_element() for o in parsed}
-    from_config = [f"{key}={value}" for key, value in params.items() if key not in given]
-    axes = [
-        [f"{o.get_key_element()}={value}" for value in o.sweep_string_iterator()]
-        if o.is_sweep_override()
-        else [o.input_line]
-        for o in parser.parse_overrides(from_config + overrides)
-    ]
-    return [list(job) for job in itertools.product(*axes)]
+        with initialize_config_dir(str(CONFIG_DIR), version_base=None):
+            loader = GlobalHydra.instance().config_loader()
+            parsed = OverridesParser.create(config_loader=loader).parse_overrides(overrides)
+            plain = [o.input_line for o in parsed if not o.is_sweep_override()]
+            cfg = compose("config", overrides=plain, return_hydra_config=True)
+            return sweep_grid(loader, cfg.hydra.sweeper.get("params"), overrides)
+    except (HydraException, OmegaConfBaseException) as error:
+        raise ConfigError(one_paragraph(error).rstrip(".") + ".") from None
+    finally:
+        GlobalHydra.instance().clear()
 
 
 def validate(cfg: DictConfig) -> None:
@@ -204,6 +203,8 @@ def validate(cfg: DictConfig) -> None:
     from normexp import accel, data, models, optim, probes, tasks
 
     _check_group_choices(cfg)
+    _check_seed(cfg.seed)
+    _check_device(cfg.device, cfg.launcher_name)
     _check_train(cfg.train)
     opt = cfg.optim
     _check_choice("optim.lr_scaling", opt.lr_scaling, ("none", "linear"))
@@ -234,6 +235,48 @@ def validate(cfg: DictConfig) -> None:
         )
     data.check_available(cfg.data)
     _check_model_and_probes(cfg)
+
+
+SEED_BOUND = 2**32
+"""Seeds lie in [0, 2**32): the range NumPy's global seed accepts (Python's and torch's accept it too)."""
+
+
+def _check_seed(seed: int) -> None:
+    if not 0 <= seed < SEED_BOUND:
+        raise ConfigError(f"seed={seed} is out of range: seeds lie in [0, 2**32).", fix="set seed=0, 1, 2, ...")
+
+
+LOCAL_LAUNCHERS = ("basic", "joblib", "submitit_local")
+"""Launchers that run on this machine, so the device a run asks for must be present here."""
+
+
+def _check_device(name: str, launcher: str) -> None:
+    """A device torch knows, and, when the runs train on this machine, one it has (a SLURM login node needs no GPU:
+    ``device=cuda`` is checked on the node)."""
+    import torch
+
+    choices = ["auto", "cpu", "cuda", "cuda:N", "mps"]
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}.", choices=choices, fix="set device=auto") from None
+    if launcher not in LOCAL_LAUNCHERS or device.type == "cpu":
+        return
+    present = {
+        "cuda": torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(device.type, False)
+    if not present:
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        raise ConfigError(
+            f"device={name} is not present on this machine ({count} CUDA device(s), MPS "
+            f"{'available' if torch.backends.mps.is_available() else 'unavailable'}).",
+            choices=choices,
+            fix="set device=auto (the best device present) or device=cpu, or launch on a machine that has it "
+            "(launcher=slurm checks the device on the node)",
+        )
 
 
 def _check_train(train: DictConfig) -> None:

@@ -19,7 +19,10 @@ from normexp.claims import Claim, Results, Verdict, sensitivity
 from normexp.errors import UserError
 from normexp.rundir import atomic_write, write_json
 
-RESULTS_DIR = Path("results")
+REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"
+RESULTS_DIR = REPOSITORY_RESULTS if REPOSITORY_RESULTS.is_dir() else Path("results")
+"""Where results are stored and read: the repository's ``results/`` when normexp runs from a checkout (whatever
+the working folder), else ``results/`` in the working folder; ``--results`` names another."""
 RUNS_TABLE = "runs.parquet"
 SUMMARY_TABLE = "summary.csv"
 VERDICT_FILE = "verdict.json"
@@ -130,5 +133,5 @@ def reproduce(
     figures = draw(claim, results, target, scale, axes)
     verdict = judge(claim, results, scale, target, axes)
     logger = OmegaConf.to_container(jobs[0].cfg.logger, resolve=True) if jobs else {"name": "none"}
-    tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), Path(out_dir))
+    tracking.log_claim(logger, claim_id, scale, figures, verdict.to_dict(), target, Path(out_dir))
     return verdict, status

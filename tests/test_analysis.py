@@ -86,12 +86,14 @@ def test_wandb_runs_load_into_the_frames_of_run_folders() -> None:
     """W&B's API objects (config, summary, history by ``_step``), faked: the frames match load_runs' layout."""
 
     def fake(norm: str, seed: int, acc: list[float]) -> SimpleNamespace:
-        history = pd.DataFrame({"_step": [0, 10], "_runtime": [0.1, 0.2], "test/acc": acc})
+        axes = {"samples_seen": [0, 600], "epoch": [0.0, 0.01]}  # the x-axes normexp logs beside each metric
+        history = pd.DataFrame({"_step": [0, 10], "_runtime": [0.1, 0.2], **axes, "test/acc": acc})
+        logger = {"mode": "online" if seed else "offline"}
         return SimpleNamespace(
             group="ioffe2015-fig1",
-            job_type="cpu",
+            job_type="train",
             name=f"norm={norm},seed={seed}",
-            config={"seed": seed, "norm": {"name": norm}, "logger": {"mode": "online" if seed else "offline"}},
+            config={"scale_name": "cpu", "seed": seed, "norm": {"name": norm}, "logger": logger},
             summary={"status": "completed", "final/test/acc": acc[-1], "best/test/acc": max(acc)},
             history=lambda pandas=True, frame=history: frame,
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,54 @@ def test_cfg_job_shows_the_composed_config(cli) -> None:
     status, out, _ = cli("run", "experiment=ioffe2015-fig1", "scale=paper", "--cfg", "job")
     assert status == 0
     assert "steps: 50000" in out and "name: mnist" in out
+
+
+def test_collect_turns_any_sweep_into_the_tidy_table_and_seed_statistics(cli, out_dir: Path, tmp_path: Path) -> None:
+    import pandas as pd
+
+    assert cli("run", "-m", "scale=smoke", "train.steps=3", "norm=bn,none", "seed=0,1", f"out_dir={out_dir}")[0] == 0
+    table = tmp_path / "sweep.parquet"
+    status, out, _ = cli("collect", str(out_dir), "--out", str(table))
+    assert status == 0 and "4 run(s)" in out
+    tidy = pd.read_parquet(table)
+    assert {"run_id", "norm.name", "seed", "step", "metric", "value"} <= set(tidy.columns)
+    assert set(tidy["metric"]) >= {"train/loss", "test/acc"} and tidy["run_id"].nunique() == 4
+    for norm in ("bn", "none"):  # the median over seeds, from the run folders' own summaries
+        finals = [
+            json.loads(
+                (out_dir / "adhoc" / "smoke" / f"norm={norm},train.steps=3,seed={seed}" / "summary.json").read_text()
+            )["final"]["test/acc"]
+            for seed in (0, 1)
+        ]
+        (row,) = [line.split() for line in out.splitlines() if line.split()[:1] == [norm]]
+        assert row[1] == "2" and float(row[2]) == pytest.approx(sum(finals) / 2, rel=1e-3)
+
+
+def test_collect_refuses_a_folder_without_runs(cli, tmp_path: Path) -> None:
+    status, _, err = cli("collect", str(tmp_path))
+    assert status == 2 and "no run folders" in err
+
+
+def test_verify_reads_the_repositorys_results_from_any_folder(cli, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    status, out, _ = cli("verify", "ioffe2015-fig1", "--json")
+    (verdict,) = json.loads(out)
+    assert status == 0 and verdict["n_runs"] > 0
+    status, out, _ = cli("verify", "ioffe2015-fig1", "--json", "--results", str(tmp_path))
+    assert json.loads(out)[0]["n_runs"] == 0
+
+
+def test_the_wheel_ships_the_configs_and_the_sweeper_plugin(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "pip", "wheel", str(root), "--no-deps", "--no-build-isolation", "-q", "-w"]
+    subprocess.run([*command, str(tmp_path)], check=True, capture_output=True)
+    (wheel,) = tmp_path.glob("normexp-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {name for name in names if name.startswith("normexp/configs/")}
+    assert "normexp/configs/config.yaml" in shipped and "normexp/configs/experiment/batchsize.yaml" in shipped
+    assert len(shipped) == len(list((root / "normexp" / "configs").rglob("*.yaml")))
+    assert "hydra_plugins/normexp_sweeper/normexp_sweeper.py" in names

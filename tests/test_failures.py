@@ -36,17 +36,17 @@ def test_grid_goes_on_past_a_diverging_and_a_crashing_run(cli, out_dir: Path) ->
         if folder.is_dir()
     }
     assert statuses == {
-        "norm=bn,optim.lr=0.1,train.diverge_loss=50,train.norm_batch=1,seed=0": "failed",
-        "norm=bn,optim.lr=1000,train.diverge_loss=50,train.norm_batch=1,seed=0": "failed",
-        "norm=none,optim.lr=0.1,train.diverge_loss=50,train.norm_batch=1,seed=0": "completed",
-        "norm=none,optim.lr=1000,train.diverge_loss=50,train.norm_batch=1,seed=0": "diverged",
+        "norm=bn,optim.lr=0.1,train.diverge_loss=50.0,train.norm_batch=1,seed=0": "failed",
+        "norm=bn,optim.lr=1000.0,train.diverge_loss=50.0,train.norm_batch=1,seed=0": "failed",
+        "norm=none,optim.lr=0.1,train.diverge_loss=50.0,train.norm_batch=1,seed=0": "completed",
+        "norm=none,optim.lr=1000.0,train.diverge_loss=50.0,train.norm_batch=1,seed=0": "diverged",
     }
     assert status == 1
     assert "runs: 1 completed, 1 diverged, 2 failed" in out
     assert err.count("failed: ") >= 2 and "Expected more than 1 value per channel" in err
     failed = json.loads(
         (
-            out_dir / SMOKE / "norm=bn,optim.lr=0.1,train.diverge_loss=50,train.norm_batch=1,seed=0" / "summary.json"
+            out_dir / SMOKE / "norm=bn,optim.lr=0.1,train.diverge_loss=50.0,train.norm_batch=1,seed=0" / "summary.json"
         ).read_text()
     )
     assert "ValueError" in failed["error"] and "Traceback" in failed["traceback"]

@@ -13,7 +13,7 @@ import pytest
 
 from normexp import sweep
 from normexp.cli import SCALES
-from normexp.config import CONFIG_DIR
+from normexp.config import CONFIG_DIR, compose_config, expand_grid
 
 EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
@@ -22,6 +22,6 @@ EXPERIMENTS = sorted(path.stem for path in (CONFIG_DIR / "experiment").glob("*.y
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_plans_at_every_scale(experiment: str, scale: str, tmp_path: Path) -> None:
     overrides = [f"experiment={experiment}", f"scale={scale}", f"out_dir={tmp_path}", "data.synthetic=true", "seed=0"]
-    jobs = sweep.plan(overrides, multirun=True)
+    jobs = sweep.plan(expand_grid(overrides), lambda job: compose_config([*job, "hydra.mode=MULTIRUN"], True))
     assert jobs and {(job.cfg.experiment_name, job.cfg.scale_name) for job in jobs} == {(experiment, scale)}
     assert len({job.run_dir for job in jobs}) == len(jobs)  # every job has a folder of its own

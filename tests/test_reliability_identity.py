@@ -93,8 +93,10 @@ def test_a_knob_added_at_its_none_default_keeps_earlier_runs_hashes(compose) -> 
 
 
 def test_path_values_name_one_folder(cli, out_dir: Path) -> None:
-    name = config.run_name("data.text_file=/corpora/a.txt,norm=bn", 1)
-    assert name == "data.text_file=%2Fcorpora%2Fa.txt,norm=bn,seed=1"
+    cfg = config.compose_config(
+        ["data=text", "data.text_file=/corpora/a.txt", "norm=bn", "seed=1"], return_hydra_config=True
+    )
+    assert Path(cfg.hydra.run.dir).name == "data.text_file=%2Fcorpora%2Fa.txt,data=text,norm=bn,seed=1"
     status, _, _ = cli("run", "scale=smoke", f"out_dir={out_dir}", "data.root=/mnt/data/sets")  # excluded: no name
     assert status == 0 and [p.name for p in (out_dir / "adhoc" / "smoke").iterdir()] == ["seed=0"]
 

@@ -3,8 +3,9 @@
 A grid is one job array whose failing run is reported failed while the others finish; a run requeued mid-way
 (``scontrol requeue``, as a preemption does) and later sent submitit's time-out signal is requeued both times,
 resumes from its checkpoints and ends bit-identical to the same run trained locally, which also checks that a run
-computes the same numbers under every launcher. Jobs are small: one CPU and 1 GB each. Without a cluster these tests are
-skipped, unless ``NORMEXP_REQUIRE_SLURM=1`` (CI) makes that a failure.
+computes the same numbers under every launcher; a fused cell (``fuse=true``) is one SLURM job. Jobs are small: one
+CPU and 1 GB each. Without a cluster these tests are skipped, unless ``NORMEXP_REQUIRE_SLURM=1`` (CI) makes that a
+failure.
 """
 
 from __future__ import annotations
@@ -216,3 +217,18 @@ def test_interrupted_run_is_requeued_and_resumes_bit_identical(uninterrupted: Pa
     assert log.count("interrupted and checkpointed") == 2 and log.count("resumes from its checkpoint at step") == 2
     assert "this job is timed-out" in log and "Requeued job" in log and "(1 remaining timeouts)" in log
     assert "#SBATCH --signal=USR2@60" in sbatch_scripts(out_dir)
+
+
+def test_fused_cell_is_one_slurm_job(cli, out_dir: Path, tmp_path: Path) -> None:
+    cell = ("scale=smoke", "seed=0,1", "fuse=true")  # one grid cell: two seeds trained together
+    status, _out, err = cli("run", "-m", *cell, f"out_dir={out_dir}", *SLURM)
+    assert status == 0, err
+    runs = run_folders(out_dir, "seed")
+    assert {seed: summary(run)["status"] for seed, run in runs.items()} == {0: "completed", 1: "completed"}
+    (job,) = slurm_jobs(out_dir)
+    assert accounting(job) == ["COMPLETED"]
+
+    local = tmp_path / "local"
+    assert cli("run", "-m", *cell, f"out_dir={local}")[0] == 0
+    for seed, run in run_folders(local, "seed").items():
+        assert_same_runs(run, runs[seed])

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,14 +50,31 @@ def test_grid_of_four_runs_through_a_parallel_launcher(cli, out_dir: Path, launc
 
 def wandb_records(run_dir: Path, kind: str) -> list:
     """The records of type ``kind`` (``run``, ``history``, ``summary``, ...) in a run's offline W&B file, read with
-    wandb's own protobuf schema.
+    wandb's own protobuf schema, once the file holds the run's ``exit`` record (W&B's service writes it on its own
+    time after ``finish()`` returns).
 
     The file is a LevelDB-style log (wandb's ``datastore`` format): a 7-byte header, then 32 KiB blocks of records
     (crc32, length, type: full/first/middle/last) carrying serialized ``Record`` messages.
     """
+    (offline,) = run_dir.glob("wandb/offline-run-*")
+    return [getattr(record, kind) for record in _finished_records(offline) if record.WhichOneof("record_type") == kind]
+
+
+def _finished_records(offline: Path) -> list:
+    """Every record of the offline W&B run in folder ``offline``, once it holds the ``exit`` record."""
+    for _ in range(300):
+        records = _wandb_file_records_of(offline)
+        if any(record.WhichOneof("record_type") == "exit" for record in records):
+            break
+        time.sleep(0.1)
+    return records
+
+
+def _wandb_file_records_of(offline: Path) -> list:
+    """Every record written so far to the offline W&B run in folder ``offline``."""
     from wandb.proto import wandb_internal_pb2
 
-    (path,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    (path,) = offline.glob("run-*.wandb")
     data, position, pending, records = path.read_bytes(), 7, b"", []
     while position + 7 <= len(data):
         if 32768 - position % 32768 < 7:
@@ -64,10 +84,8 @@ def wandb_records(run_dir: Path, kind: str) -> list:
         pending += data[position + 7 : position + 7 + length]
         position += 7 + length
         if block_kind in (1, 4):  # a full record, or the last piece of one
-            record = wandb_internal_pb2.Record.FromString(pending)
+            records.append(wandb_internal_pb2.Record.FromString(pending))
             pending = b""
-            if record.WhichOneof("record_type") == kind:
-                records.append(getattr(record, kind))
     return records
 
 
@@ -99,7 +117,11 @@ def test_wandb_run_carries_group_tags_job_type_resolved_config_and_summary(cli, 
     assert cli("run", *overrides, f"out_dir={out_dir}")[0] == 0
     run_dir = out_dir / "ioffe2015-fig1" / "smoke" / "norm=bn,seed=0"
     (run,) = wandb_records(run_dir, "run")
-    assert (run.run_group, run.job_type, set(run.tags)) == ("ioffe2015-fig1", "smoke", {"ioffe2015-fig1", "bn"})
+    assert (run.run_group, run.job_type, set(run.tags)) == (
+        "ioffe2015-fig1",
+        "train",
+        {"ioffe2015-fig1", "bn", "smoke"},
+    )
     config = {item.key: json.loads(item.value_json) for item in run.config.update}
     assert config["norm"]["name"] == "bn" and config["out_dir"] == str(out_dir)  # resolved: no ${...} left
     summary = {}
@@ -192,3 +214,74 @@ def test_parallel_workers_follow_the_cores_this_process_may_use(monkeypatch) -> 
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3}, raising=False)
     assert workers(0) == 2 and workers(4) == 4
+
+
+# --- W&B the W&B way (offline files) --------------------------------------------------------------------------------
+
+
+def wandb_exit_code(run_dir: Path) -> int:
+    (exit_record,) = wandb_records(run_dir, "exit")
+    return exit_record.exit_code
+
+
+def test_wandb_exit_codes_follow_the_runs_status(cli, out_dir: Path) -> None:
+    grid = ("-m", "scale=smoke", "norm=none", "optim.lr=0.1,1000", "train.diverge_loss=50", "train.log_every=1")
+    cli("run", *grid, "logger=wandb", "logger.mode=offline", f"out_dir={out_dir}")
+    smoke = out_dir / "adhoc" / "smoke"
+    completed = smoke / "norm=none,optim.lr=0.1,train.diverge_loss=50.0,train.log_every=1,seed=0"
+    diverged = smoke / "norm=none,optim.lr=1000.0,train.diverge_loss=50.0,train.log_every=1,seed=0"
+    assert json.loads((diverged / "summary.json").read_text())["status"] == "diverged"
+    assert (wandb_exit_code(completed), wandb_exit_code(diverged)) == (0, 1)
+
+
+def test_wandb_runs_plot_against_samples_seen_and_epochs(cli, out_dir: Path) -> None:
+    batch, accumulate, train_size = 8, 2, 256
+    overrides = ["scale=smoke", f"train.batch_size={batch}", f"train.accumulate={accumulate}", "train.log_every=5"]
+    cli("run", *overrides, "logger=wandb", "logger.mode=offline", f"out_dir={out_dir}")
+    (run_dir,) = (out_dir / "adhoc" / "smoke").iterdir()
+    metrics = {metric.name or metric.glob_name: metric for metric in wandb_records(run_dir, "metric")}
+    assert {"samples_seen", "epoch"} <= set(metrics)
+    assert metrics["train/*"].step_metric == "samples_seen" and metrics["test/*"].step_metric == "samples_seen"
+    rows = [row for row in wandb_history(run_dir) if "train/loss" in row]
+    assert rows and all(row["samples_seen"] == row["_step"] * batch * accumulate for row in rows)
+    assert all(row["epoch"] == row["samples_seen"] / train_size for row in rows)
+
+
+def test_wandb_tags_name_every_claim_that_reads_the_experiment(cli, out_dir: Path) -> None:
+    overrides = ["experiment=batchsize", "scale=smoke", "train.steps=2", "logger=wandb", "logger.mode=offline"]
+    cli("run", *overrides, f"out_dir={out_dir}")
+    (run_dir,) = [p for p in (out_dir / "batchsize" / "smoke").iterdir() if p.is_dir()]
+    (run,) = wandb_records(run_dir, "run")
+    assert run.job_type == "train" and run.run_group == "batchsize"
+    assert {"qiao2019-microbatch", "wu2018-batchsize", "smoke"} <= set(run.tags)
+
+
+def test_wandb_environment_variables_beat_the_defaults(out_dir: Path) -> None:
+    """A process as a compute node starts it: WANDB_MODE and WANDB_PROJECT set, logger.mode left at auto."""
+    env = os.environ | {"WANDB_MODE": "offline", "WANDB_PROJECT": "my-project"}
+    command = [sys.executable, "-m", "normexp", "run", "scale=smoke", "train.steps=2", "logger=wandb"]
+    done = subprocess.run([*command, f"out_dir={out_dir}"], env=env, capture_output=True, text=True, check=False)
+    run_dir = out_dir / "adhoc" / "smoke" / "train.steps=2,seed=0"
+    (run,) = wandb_records(run_dir, "run")
+    assert done.returncode == 0 and run.project == "my-project" and "W&B run:" in done.stdout
+    assert list(run_dir.glob("wandb/offline-run-*/files/output.log"))  # the console is captured
+
+
+def test_reproduce_logs_results_as_an_artifact_of_one_figures_run(cli, tmp_path: Path, out_dir: Path) -> None:
+    results = tmp_path / "results"
+    args = ("reproduce", "ioffe2015-fig1", "--scale", "smoke", "--results", str(results), "--out-dir", str(out_dir))
+    extra = ("--override", "logger=wandb", "--override", "logger.mode=offline", "--override", "train.steps=2")
+    for _ in range(2):
+        cli(*args, *extra)
+    figures_runs = sorted(out_dir.glob("wandb/offline-run-*"))
+    assert len({folder.name.rsplit("-", 1)[1] for folder in figures_runs}) == 1  # one stable id per claim+scale
+    records = [record for folder in figures_runs for record in _finished_records(folder)]
+    kinds = [record.WhichOneof("record_type") for record in records]
+    runs = [record.run for record, kind in zip(records, kinds, strict=True) if kind == "run"]
+    artifacts = [record.artifact for record, kind in zip(records, kinds, strict=True) if kind == "artifact"]
+    results_artifacts = [artifact for artifact in artifacts if artifact.type == "results"]  # besides W&B's tables
+    assert {run.job_type for run in runs} == {"figures"} and len(results_artifacts) == 2  # one per reproduce
+    for artifact in results_artifacts:
+        assert artifact.name == "ioffe2015-fig1-smoke"
+        stored = {entry.path for entry in artifact.manifest.contents}
+        assert {"runs.parquet", "summary.csv", "verdict.json"} <= stored

@@ -48,8 +48,8 @@ analysis.aggregate(summary, ["norm.name"], "final/test/acc")
 # %% [markdown]
 # **Runs logged to W&B** (`logger=wandb`) come back into the same frames with `analysis.wandb_frames`, from the W&B
 # API (network and a login needed, so this cell only runs when `WANDB_API_KEY` is set): W&B holds each run's
-# resolved config, its metrics by step and normexp's summary. Group runs by the claim's experiment (`group`) and
-# scale (`job_type`).
+# resolved config, its metrics by step and normexp's summary. Select runs by the claim's experiment (`group`) and
+# scale (a tag).
 
 # %%
 import os
@@ -57,7 +57,7 @@ import os
 if os.environ.get("WANDB_API_KEY"):
     import wandb
 
-    api_runs = wandb.Api().runs("<entity>/normexp", filters={"group": "ioffe2015-fig1", "jobType": "cpu"})
+    api_runs = wandb.Api().runs("<entity>/normexp", filters={"group": "ioffe2015-fig1", "tags": {"$in": ["cpu"]}})
     runs, summary = analysis.wandb_frames(api_runs)
     print(analysis.aggregate(summary, ["norm.name"], "final/test/acc"))
 else:

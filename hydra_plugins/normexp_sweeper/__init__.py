@@ -1,0 +1,1 @@
+"""normexp's Hydra sweeper plugin (``hydra/sweeper=normexp``, the default of ``normexp run -m``)."""
