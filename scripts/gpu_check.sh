@@ -10,12 +10,12 @@
 #          separate runs, a SIGKILLed run resumed bit-identical, channels_last, bf16): pytest -m "gpu or equality"
 #   bench  scripts/bench.py --synthetic on ResNet-18 (the batch-size grid's paper model) at batch 128 and 512: the
 #          runner against the bare loop, every fast-path switch alone and combined, FLOP/s against the bf16 peak
-#   fused  scripts/bench.py --fused: 8 and 32 seeds at batch 1, BN and GN+WS, on the batch-size CNN and ResNet-18,
+#   fused  scripts/bench.py --fused: 8 and 32 seeds at batch 1, BN and GN+WS, on the batch-size grid's ResNet-8 (CPU scale) and ResNet-18,
 #          against as many serial runs
 #   costs  scripts/paper_costs.py: a slice of every paper-scale experiment on generated files in the real formats,
 #          projected to the GPU-hours of each claim's grid, with whatever time is left: cells left unsliced are
 #          listed as such, and `--only costs --limit-s 300` on the same OUT slices those (completed ones are kept)
-# Files in OUT (seven, one level deep): gpu-check.log, <device>.csv, <device>-fused-cnn.csv,
+# Files in OUT (seven, one level deep): gpu-check.log, <device>.csv, <device>-fused-resnet8.csv,
 # <device>-fused-resnet18.csv, <device>-paper-costs.csv and .md, summary.md (README's tables of all of them).
 # Missing dependencies (a GPU box without network may lack Hydra, its launchers, submitit, wandb) are installed
 # from the wheels that scripts/prepare_wheels.sh prepared, into a folder put on PYTHONPATH.
@@ -99,7 +99,7 @@ if [ "$tiny" = 1 ]; then
   bench=(--scale smoke --experiments batchsize --batches 4 8 --variants bf16,channels_last --steps 2 --warmup 1
          --repeats 1)
   fused=(--batches 1 --members 2 3 --steps 1 --warmup 1 --repeats 1)
-  fused_cnn=(--scale smoke) fused_resnet18=(--override "model.widths=[32,32,32,32]")
+  fused_resnet8=(--scale smoke) fused_resnet18=(--override "model.widths=[32,32,32,32]")
   costs=(--experiments santurkar2018-dln --warmup 1 --steps 8)
 else
   # only the files that hold such tests: others may import what a GPU box lacks (nbformat, mlxtend)
@@ -108,7 +108,7 @@ else
   bench=(--scale paper --experiments batchsize --batches 128 512 --variants "$switches,bf16+channels_last+compile"
          --steps 50 --warmup 10 --repeats 1)  # one window each (CUDA events): compiling dominates the phase
   fused=(--batches 1 --members 8 32 --seconds 0.5 --repeats 1)
-  fused_cnn=(--scale cpu) fused_resnet18=()
+  fused_resnet8=(--scale cpu) fused_resnet18=()
   costs=(--warmup 10 --steps 200)
 fi
 
@@ -127,8 +127,8 @@ left() { echo $((limit_s - SECONDS - 20)); }  # seconds left, keeping 20 for the
 phase tests 90 "$python" -m pytest -p no:cacheprovider --device "$device" "${tests[@]}"
 phase bench 170 "$python" scripts/bench.py --device "$device" --synthetic "${bench[@]}" --out "$out/$prefix.csv"
 fused_resnet18+=(--scale paper --override data.augment=false)  # ResNet-18's scale; fused runs do not augment
-for model in cnn resnet18; do
-  if [ "$model" = cnn ]; then model_args=("${fused_cnn[@]}"); else model_args=("${fused_resnet18[@]}"); fi
+for model in resnet8 resnet18; do
+  if [ "$model" = resnet8 ]; then model_args=("${fused_resnet8[@]}"); else model_args=("${fused_resnet18[@]}"); fi
   phase "fused $model" 60 "$python" scripts/bench.py --fused --device "$device" --synthetic --experiments batchsize \
     --norms bn gn+ws "${fused[@]}" "${model_args[@]}" --out "$out/$prefix-fused-$model.csv"
 done

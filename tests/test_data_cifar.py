@@ -124,6 +124,7 @@ def test_pad_crop_flip_is_seeded_and_draws_every_offset_and_both_flips() -> None
 
 PAPER_AUGMENT = {
     "batchsize": True,  # He et al.'s recipe (Wu & He, Qiao et al.)
+    "batchsize-budget": True,  # the batch-size grid's settings, over a ladder of budgets
     "li2018-skip": True,  # Li et al.'s CIFAR-10 training
     "li2018-norm": False,  # Santurkar et al.'s setup: no augmentation
     "qiao2019-ws-smoothness": False,

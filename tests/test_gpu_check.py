@@ -30,11 +30,11 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Comple
 def test_the_dry_run_passes_every_phase_into_one_flat_folder(dry_run) -> None:
     done, out = dry_run
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    files = {"gpu-check.log", "cpu.csv", "cpu-fused-cnn.csv", "cpu-fused-resnet18.csv", "summary.md"}
+    files = {"gpu-check.log", "cpu.csv", "cpu-fused-resnet8.csv", "cpu-fused-resnet18.csv", "summary.md"}
     files |= {"cpu-paper-costs.csv", "cpu-paper-costs.md"}
     assert {p.name for p in out.iterdir()} == files  # at most 8 plain files: what a GPU tool brings back
     log = (out / "gpu-check.log").read_text()
-    for phase in ("tests", "bench", "fused cnn", "fused resnet18", "costs"):
+    for phase in ("tests", "bench", "fused resnet8", "fused resnet18", "costs"):
         assert f"== {phase}: exit 0" in log
     assert "1 passed" in log
 
@@ -45,9 +45,9 @@ def test_the_dry_run_writes_every_table(dry_run) -> None:
     bench = pd.read_csv(out / "cpu.csv")
     impls = {"runner", "bare", "bare+bf16", "bare+channels_last"}
     assert set(zip(bench["impl"], bench["batch_size"], strict=True)) == {(i, b) for i in impls for b in (4, 8)}
-    for model, name in (("cnn", "santurkar_vgg"), ("resnet18", "resnet")):  # the CNN is a small VGG
+    for model in ("resnet8", "resnet18"):  # the batch-size grid's CPU-scale net, and its paper-scale one
         fused = pd.read_csv(out / f"cpu-fused-{model}.csv")
-        assert set(fused["model"]) == {name} and set(fused["norm"]) == {"bn", "gn+ws"}
+        assert set(fused["model"]) == {"resnet"} and set(fused["norm"]) == {"bn", "gn+ws"}
         assert set(zip(fused["impl"], fused["seeds"], strict=True)) == {
             (impl, seeds) for impl in ("serial", "fused") for seeds in (2, 3)
         }

@@ -147,7 +147,7 @@ def test_config_composes_and_builds(config: str) -> None:
     assert first_line.startswith("# ")
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
         cfg = compose(overrides=[f"+norm={config}"])
-    options = OmegaConf.to_container(cfg.norm)
+    options = OmegaConf.to_container(cfg.norm, resolve=True)
     spec = NormSpec.parse(options.pop("name"), **options)
     assert spec.name == config
     spec.make(64)(torch.randn(2, 64, 3, 3))
