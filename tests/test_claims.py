@@ -12,6 +12,7 @@ import pytest
 
 from normexp import claims, reproduce
 from normexp.claims import Results
+from normexp.claims.ioffe2015 import tick_labels
 
 STEPS = np.arange(0, 1001, 100)
 
@@ -176,3 +177,8 @@ def test_figure_set_verifies_as_figures_only_without_failing(cli, tmp_path: Path
 def test_committed_verdicts_are_what_verify_computes_from_the_committed_results(claim_id: str) -> None:
     computed = reproduce.judge(claims.get(claim_id), reproduce.load(claim_id, "cpu"), "cpu").to_dict()
     assert json.loads(json.dumps(computed)) == reproduce.stored_verdict(claim_id, "cpu")
+
+
+def test_close_lrs_keep_their_ticks_but_not_overlapping_labels() -> None:
+    grid = [0.01, 0.02, 0.05, 0.1, 0.2, 0.25, 0.3, 0.5, 0.6, 1, 1.5, 3, 6]
+    assert tick_labels(grid) == ["0.01", "0.02", "0.05", "0.1", "0.2", "", "", "0.5", "", "1", "", "3", "6"]

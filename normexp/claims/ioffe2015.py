@@ -172,6 +172,17 @@ def _describe(cell: pd.DataFrame) -> str:
     return f"median {cell['acc'].median():.4f}{spread}, n={len(cell)}, diverged {diverged}"
 
 
+def tick_labels(values: list[float], spacing: float = 1.6) -> list[str]:
+    """Labels for log-axis ticks at ``values``: a value is written when it is at least ``spacing`` times the last
+    one written, so close grid values (0.2, 0.25, 0.3) keep their ticks without overlapping labels."""
+    labels, last = [], None
+    for value in values:
+        shown = last is None or value >= spacing * last
+        labels.append(f"{value:g}" if shown else "")
+        last = value if shown else last
+    return labels
+
+
 def _best_no_bn_lr(final: pd.DataFrame) -> float:
     """The lr at which no-BN ends with the highest median accuracy (ties go to the smaller lr)."""
     return float(_cell(final, norm="none").groupby(LR)["acc"].median().idxmax())
@@ -240,7 +251,7 @@ def lr_plot(results: Results, out: Path) -> list[Path]:
         xscale="log", title="(a) final test accuracy against the lr", xlabel="lr", ylabel="test accuracy", ylim=(0, 1)
     )
     lr_grid = sorted(final[LR].unique())
-    axes[0].set_xticks(lr_grid, [f"{lr:g}" for lr in lr_grid])
+    axes[0].set_xticks(lr_grid, tick_labels(lr_grid))
     axes[0].minorticks_off()
     axes[0].legend(loc="center left")
     best = _best_no_bn_lr(final)
@@ -267,7 +278,7 @@ def lr_plot(results: Results, out: Path) -> list[Path]:
     lrs = [Line2D([], [], color="0.3", linestyle=s, label=f"{m}× (lr {best * m:g})") for m, s in multiples.items()]
     axes[1].legend(handles=lrs, title="× best no-BN lr (norms as in a)", loc="center right")
     axes[1].set(
-        title=f"(b) test accuracy at 1×, 5×, 30× the best no-BN lr ({best:g})",
+        title=f"(b) test accuracy at 1×, 5×, 30×\nthe best no-BN lr ({best:g})",
         xlabel="step",
         ylabel="test accuracy",
         ylim=(0, 1),
