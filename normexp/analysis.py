@@ -18,8 +18,19 @@ from normexp.identity import flatten, folder_excluded_keys
 from normexp.rundir import CONFIG_FILE, METRICS_LOG, METRICS_TABLE, read_metrics_log, read_summary
 from normexp.tracking import STEP_AXES
 
-RUN_COLUMNS = ("run_id", "status", "steps", "total_steps", "wall_time_s", "steps_per_s", "git_sha", "git_dirty")
-"""Summary columns that describe how a run went, not what it computes."""
+RUN_COLUMNS = (
+    "run_id",
+    "status",
+    "steps",
+    "total_steps",
+    "wall_time_s",
+    "steps_per_s",
+    "fused_members",
+    "git_sha",
+    "git_dirty",
+)
+"""Summary columns that describe how a run went, not what it computes (``fused_members``: the size of the fused
+cell the run trained in, whose wall time its members share; empty for a run trained alone)."""
 
 
 def _run_id(run_dir: Path) -> str:

@@ -136,15 +136,18 @@ def protocol_table(scale: str) -> list[str]:
 
 
 def time_table(scale: str) -> list[str]:
-    """What reproducing each claim cost: its runs' summed wall time (each run is one training process, so two
-    cores finish about twice as fast); the total counts a run that several claims read once."""
+    """What reproducing each claim cost: its runs' summed wall time (each run, or fused cell, is one training
+    process, so two cores finish about twice as fast; a fused cell's wall time is shared by its members); the total
+    counts a run that several claims read once."""
     rows, seconds_of_run = [], {}
     for claim in claims.CLAIMS.values():
         summary = reproduce.load(claim.id, scale, ROOT / "results").summary
         if summary.empty or "wall_time_s" not in summary:
             continue
-        seconds_of_run |= dict(zip(summary["run_id"], summary["wall_time_s"], strict=True))
-        seconds = float(summary["wall_time_s"].sum())
+        members = summary["fused_members"].fillna(1) if "fused_members" in summary else 1
+        run_seconds = summary["wall_time_s"] / members
+        seconds_of_run |= dict(zip(summary["run_id"], run_seconds, strict=True))
+        seconds = float(run_seconds.sum())
         rows.append([claim.id, str(len(summary)), f"{seconds / 60:.1f}", f"{seconds / 120:.1f}"])
     total = sum(seconds_of_run.values())
     rows.append([f"all ({len(seconds_of_run)} distinct runs)", "", f"{total / 60:.1f}", f"{total / 120:.1f}"])

@@ -8,9 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from normexp import claims, reproduce
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import update_readme  # noqa: E402  (a script, importable from scripts/)
 
 
 def test_readme_is_regenerated_from_the_committed_results() -> None:
@@ -47,3 +52,17 @@ def test_nothing_cites_a_file_outside_the_repository() -> None:
         and name != "tests/test_readme.py"
     ]
     assert not citing, f"these files cite PAPERS.md, which is not in the repository: {citing}"
+
+
+def test_the_time_table_shares_a_fused_cells_wall_time_among_its_members(monkeypatch: pytest.MonkeyPatch) -> None:
+    fused_and_alone = pd.DataFrame(
+        {"run_id": ["a", "b", "c"], "wall_time_s": [120.0, 120.0, 30.0], "fused_members": [2, 2, None]}
+    )
+    only = next(iter(claims.CLAIMS))
+    monkeypatch.setattr(
+        reproduce,
+        "load",
+        lambda claim_id, *_: claims.Results(pd.DataFrame(), fused_and_alone if claim_id == only else pd.DataFrame()),
+    )
+    table = "\n".join(update_readme.time_table("cpu"))
+    assert f"| {only} | 3 | 2.5 | 1.2 |" in table  # 120 s shared by two members, plus 30 s alone: 150 s
