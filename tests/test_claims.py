@@ -120,7 +120,7 @@ def test_lr_reproduced_when_bn_tolerates_5x_and_30x() -> None:
 @pytest.mark.parametrize(
     ("change", "failing"),
     [
-        ({("bn", 30 * BASE): [0.5, None, 0.6]}, "1c: BN at 30× ≥ no-BN at 1× (lr 0.3)"),
+        ({("bn", 30 * BASE): [0.5, None, 0.6]}, "1c: BN at 30× ≥ no-BN at 1× (its best lr)"),
         ({("none", 5 * BASE): [0.85] * 3}, "1c: no-BN at 5× diverges or ends worse than at 1×"),
     ],
 )

@@ -199,7 +199,7 @@ def lr_criteria(results: Results) -> list[Check]:
         bn = _cell(final, norm="bn", lr=best * multiple)
         checks.append(
             Check(
-                f"1c: BN at {multiple}× ≥ no-BN at 1× (lr {best:g})",
+                f"1c: BN at {multiple}× ≥ no-BN at 1× (its best lr)",
                 bn["acc"].median() >= base,
                 f"BN@{best * multiple:g}: {_describe(bn)}; no-BN@{best:g}: {_describe(reference)}",
                 bn["acc"].median() - base,
