@@ -17,6 +17,7 @@ judged on the primary runs and each map entry on its own runs: the map says wher
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from functools import cache
 from numbers import Number
@@ -179,7 +180,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
     outcome = np.full((len(names), len(columns)), np.nan)
-    fig, axes = plotting.figure(width="text", height=1.4 + 0.3 * len(names))
+    fig, axes = plotting.figure(width="text", height=1.4 + 0.35 * len(names))
     ax = axes[0]
     for j, (_, v) in enumerate(columns):
         if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
@@ -195,7 +196,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
 
     ax.imshow(outcome, cmap=ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]), vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
-    ax.set_yticks(range(len(names)), [_short(name) for name in names], fontsize=7)
+    ax.set_yticks(range(len(names)), [_wrapped(name) for name in names], fontsize=7)
     ax.grid(False)
     ax.set_title(
         f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin)",
@@ -215,5 +216,6 @@ def _primary_label(verdict: Verdict) -> str:
     return "\n".join(_column_label(setting, short=True) for setting in primaries.values())
 
 
-def _short(name: str, width: int = 44) -> str:
-    return name if len(name) <= width else name[: width - 1] + "…"
+def _wrapped(name: str, width: int = 48) -> str:
+    """A criterion's whole name on lines of at most ``width`` characters: the row labels of the map."""
+    return textwrap.fill(name, width)
