@@ -97,6 +97,13 @@ def wandb_frames(wandb_runs: Iterable[Any]) -> tuple[pd.DataFrame, pd.DataFrame]
     return runs[["run_id", *columns, "step", "metric", "value"]], summary
 
 
+def run_seconds(summary: pd.DataFrame) -> pd.Series:
+    """Each run's share of training wall time: a fused cell's wall time (which each member's summary records)
+    divided among its ``fused_members``, a run trained alone's as it is."""
+    members = summary["fused_members"].fillna(1) if "fused_members" in summary else 1
+    return summary["wall_time_s"] / members
+
+
 def varying_columns(summary: pd.DataFrame) -> list[str]:
     """Config columns whose value differs between runs (the grid's axes), plus ``seed``. Keys that do not change what
     a run computes (the run folder's ``exclude_keys``: launcher, device, logger, threads, data.root, ...) are never

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from normexp import bench, claims, plotting, reproduce, tables
+from normexp import analysis, bench, claims, plotting, reproduce, tables
 from normexp.claims import sensitivity
 from normexp.config import compose_config
 
@@ -144,10 +144,9 @@ def time_table(scale: str) -> list[str]:
         summary = reproduce.load(claim.id, scale, ROOT / "results").summary
         if summary.empty or "wall_time_s" not in summary:
             continue
-        members = summary["fused_members"].fillna(1) if "fused_members" in summary else 1
-        run_seconds = summary["wall_time_s"] / members
-        seconds_of_run |= dict(zip(summary["run_id"], run_seconds, strict=True))
-        seconds = float(run_seconds.sum())
+        shares = analysis.run_seconds(summary)
+        seconds_of_run |= dict(zip(summary["run_id"], shares, strict=True))
+        seconds = float(shares.sum())
         rows.append([claim.id, str(len(summary)), f"{seconds / 60:.1f}", f"{seconds / 120:.1f}"])
     total = sum(seconds_of_run.values())
     rows.append([f"all ({len(seconds_of_run)} distinct runs)", "", f"{total / 60:.1f}", f"{total / 120:.1f}"])

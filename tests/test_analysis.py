@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from normexp.analysis import aggregate, load_runs, varying_columns, wandb_frames
+from normexp.analysis import aggregate, load_runs, run_seconds, varying_columns, wandb_frames
 from normexp.training.runner import train
 
 
@@ -104,3 +104,9 @@ def test_wandb_runs_load_into_the_frames_of_run_folders() -> None:
     assert runs["run_id"].iloc[0] == "ioffe2015-fig1/cpu/norm=bn,seed=0"
     cells = aggregate(summary, ["norm.name"], "final/test/acc")
     assert list(cells["n"]) == [2, 1] and list(cells["median"]) == [0.8, 0.5]
+
+
+def test_a_fused_cells_wall_time_is_shared_by_its_members() -> None:
+    summary = pd.DataFrame({"wall_time_s": [90.0, 90.0, 90.0, 20.0], "fused_members": [3, 3, 3, None]})
+    assert run_seconds(summary).tolist() == [30.0, 30.0, 30.0, 20.0]
+    assert run_seconds(summary.drop(columns="fused_members")).tolist() == [90.0, 90.0, 90.0, 20.0]

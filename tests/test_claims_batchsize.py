@@ -13,7 +13,7 @@ import pytest
 
 from normexp import claims, optim
 from normexp.claims import Results
-from normexp.claims.batchsize import BATCH, BUDGET_EXPERIMENT, EXPERIMENT, IMAGES, NORM
+from normexp.claims.batchsize import BATCH, BUDGET_EXPERIMENT, EXPERIMENT, IMAGES, NORM, grid_hours
 from normexp.config import compose_config, expand_grid
 from normexp.identity import flatten
 from normexp.rundir import resolved_config
@@ -191,6 +191,11 @@ def test_a_ladder_that_never_converges_is_not_testable_with_the_cost_of_its_last
 def test_the_ladders_runs_are_no_cell_of_the_grid() -> None:
     result = verdict("qiao2019-microbatch", QIAO, ladder={4096: 50.0, 8192: 50.2})  # converged, but far from 90
     assert result.verdict == "reproduced" and "vs bn@64 90.00" in result.checks[1].measured
+
+
+def test_the_grids_cost_scales_with_images_and_shares_a_fused_cells_time() -> None:
+    grid = pd.DataFrame({"wall_time_s": [3600.0] * 3 + [1800.0], "fused_members": [3, 3, 3, None], IMAGES: 4096})
+    assert grid_hours(grid, 8192) == pytest.approx(2 * (3 * 1200 + 1800) / 3600)
 
 
 def test_no_ladder_is_insufficient_data() -> None:

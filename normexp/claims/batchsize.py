@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from normexp import plotting
-from normexp.analysis import aggregate
+from normexp.analysis import aggregate, run_seconds
 from normexp.claims import Check, InsufficientData, finished, median_range, seeded_cell
 
 NORM = "norm.name"
@@ -138,8 +138,9 @@ def budget_check(summary: pd.DataFrame) -> Check:
 
 
 def grid_hours(grid: pd.DataFrame, images: int) -> float:
-    """The stored grid's core hours scaled to ``images`` per run (a run's time is linear in its images)."""
-    return float((grid["wall_time_s"] * images / grid[IMAGES]).sum()) / 3600
+    """The stored grid's core hours scaled to ``images`` per run (a run's time is linear in its images; a fused
+    cell's time is shared by its members)."""
+    return float((run_seconds(grid) * images / grid[IMAGES]).sum()) / 3600
 
 
 def at_budget(summary: pd.DataFrame, checks: list[Check]) -> list[Check]:
