@@ -83,7 +83,32 @@ def test_warmup_claim_reproduced_on_the_papers_picture() -> None:
 
 
 def failing_checks(results: Results) -> list[str]:
-    return [name for name, ok in checks("xiong2020-warmup", results).items() if not ok]
+    """The names of the checks that fail; every margin agrees in sign with its check's outcome."""
+    verdict = claims.get("xiong2020-warmup").verify(results, "test")
+    for check in verdict.checks:
+        assert check.margin is None or (check.margin >= 0 if check.passed else check.margin <= 0), check
+    return [check.name for check in verdict.checks if not check.passed]
+
+
+def final_loss(shape: tuple[float, float]) -> float:
+    """The median seed's (seed 1's) final loss of a cell of :func:`warmup_results`, capped at the plateau."""
+    asymptote, tau = shape
+    return min(asymptote + (INITIAL - asymptote) * math.exp(-STEPS / tau) + 0.001, PLATEAU)
+
+
+def test_warmup_margins_are_each_criterions_slack_in_nats() -> None:
+    margins = {
+        c.name[:20]: c.margin for c in claims.get("xiong2020-warmup").verify(warmup_results(PAPER_LIKE), "t").checks
+    }
+
+    def worsening(lr: float) -> float:
+        longest = final_loss(PAPER_LIKE[("post", lr, 200)])
+        return np.mean([final_loss(PAPER_LIKE[("post", lr, w)]) - longest for w in (0, 50)])
+
+    assert margins["4b: more steeply at "] == pytest.approx(worsening(3e-3) - worsening(1e-3))
+    assert margins["4a: Pre-LN never fai"] == pytest.approx(PLATEAU - final_loss((2.45, 40)))
+    post = [final_loss(PAPER_LIKE[("post", 3e-3, w)]) for w in WARMUPS]
+    assert margins["4b: Post-LN's loss w"] == pytest.approx(min(post[0] - post[1], post[1] - post[2]))
 
 
 @pytest.mark.parametrize(

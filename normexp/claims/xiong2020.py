@@ -12,6 +12,8 @@ How the criteria's words are read (fixed before the grid was run):
   at an lr is the mean excess of each shorter warm-up over the longest, and the comparison is between the two
   largest lr at which Post-LN with warm-up converges;
 * 4c holds at every lr at which Post-LN with warm-up converges; steps are read off the median test-loss curves;
+* margins (the sensitivity map's slack, > 0 passes): in nats for 4a and 4b (4a: the tighter of "Post-LN fails"
+  and "warm-up rescues it" at the best lr; Pre-LN's distance below the plateau), in units of the 0.7 ratio for 4c;
 * 4d: Pre-LN's per-layer norms are "flat" when their coefficient of variation is below 20% (the bound 4d sets
   for Post-LN across depths); the per-layer criteria hold at every depth on the grid.
 """
@@ -108,6 +110,16 @@ class WarmupGrid:
         both = self.converges("post", lr, self.longest) and self.converges("pre", lr, 0)
         return both and abs(post - pre) <= SAME_LOSS * min(post, pre)
 
+    def fail_slack(self, lr: float) -> float:
+        """How far (nats) Post-LN without warm-up is past the nearer of its two failure bounds: ≥ 0 when it fails."""
+        post = self.loss("post", lr, 0)
+        return max(post - self.plateau, post - DIVERGENCE_RATIO * self.loss("pre", lr, 0))
+
+    def rescue_slack(self, lr: float) -> float:
+        """The tightest of :meth:`warmup_rescues`' three conditions (nats): ≥ 0 when warm-up rescues Post-LN."""
+        post, pre = self.loss("post", lr, self.longest), self.loss("pre", lr, 0)
+        return min(self.plateau - post, self.plateau - pre, SAME_LOSS * min(post, pre) - abs(post - pre))
+
     def trainable_lrs(self) -> list[float]:
         """The lrs at which Post-LN with the longest warm-up converges."""
         return [lr for lr in self.lrs if self.converges("post", lr, self.longest)]
@@ -154,19 +166,22 @@ def _criterion_4a(grid: WarmupGrid) -> list[Check]:
     )
     rescued_at = ", ".join(f"{lr:g}" for lr in rescued) or "none"
     critical = f"critical lr {failing[0]:g}" if failing else "no lr on the grid makes Post-LN fail"
-    pre_failed = [f"lr {lr:g} w{w}" for lr in grid.lrs for w in grid.warmups if not grid.converges("pre", lr, w)]
+    lr_warmups = list(itertools.product(grid.lrs, grid.warmups))
+    pre_failed = [f"lr {lr:g} w{w}" for lr, w in lr_warmups if not grid.converges("pre", lr, w)]
     pre_diverged = int(((grid.final[POSITION] == "pre") & (grid.final["status"] == "diverged")).sum())
     return [
         Check(
             "4a: some lr_max fails Post-LN without warm-up; there warm-up and Pre-LN converge within 10%",
             bool(rescued),
             f"plateau {grid.plateau:.3f}; {critical}; rescued at lr {rescued_at}; {cells}",
+            margin=max(min(grid.fail_slack(lr), grid.rescue_slack(lr)) for lr in grid.lrs),
         ),
         Check(
             "4a: Pre-LN never fails on the grid",
             not pre_failed and pre_diverged == 0,
             f"Pre-LN cells at/above the plateau: {', '.join(pre_failed) or 'none'}; "
             f"diverged Pre-LN runs: {pre_diverged}",
+            margin=-math.inf if pre_diverged else min(grid.plateau - grid.loss("pre", lr, w) for lr, w in lr_warmups),
         ),
     ]
 
@@ -185,12 +200,14 @@ def _criterion_4b(grid: WarmupGrid) -> list[Check]:
             f"4b: Post-LN's loss worsens as warm-up shortens (lr {high:g})",
             monotone,
             grid.describe("post", high),
+            margin=min(min(a - b for a, b in itertools.pairwise(capped)), capped[0] - capped[-1]),
         ),
         Check(
             f"4b: more steeply at the larger lr_max ({high:g} vs {low:g})",
             grid.worsening(high) > grid.worsening(low),
             f"mean excess over w{grid.longest}: {grid.worsening(high):.3f} at {high:g} vs "
             f"{grid.worsening(low):.3f} at {low:g}; {grid.describe('post', low)}",
+            margin=grid.worsening(high) - grid.worsening(low),
         ),
     ]
 
@@ -206,7 +223,7 @@ def _criterion_4c(grid: WarmupGrid, runs: pd.DataFrame) -> list[Check]:
     if not trainable:
         return [Check("4c: Pre-LN reaches Post-LN-with-warm-up's final loss in ≤ 0.7× the steps", False, "no lr")]
     loss = curves(runs, LOSS, [POSITION, LR, WARMUP])
-    passed, parts = True, []
+    passed, parts, ratios = True, [], []
     for lr in trainable:
         target = grid.loss("post", lr, grid.longest)
         pre = loss[(loss[POSITION] == "pre") & (loss[LR] == lr) & (loss[WARMUP] == 0)]
@@ -216,10 +233,12 @@ def _criterion_4c(grid: WarmupGrid, runs: pd.DataFrame) -> list[Check]:
         pre_steps, post_steps = steps_to_reach(pre, target), steps_to_reach(post, target)
         ratio = pre_steps / post_steps if pre_steps is not None and post_steps else math.inf
         passed &= ratio <= STEPS_RATIO
+        ratios.append(ratio)
         parts.append(
             f"lr {lr:g}: target {target:.3f}, Pre-LN at step {pre_steps}, Post-LN at {post_steps} ({ratio:.2f}×)"
         )
-    return [Check("4c: Pre-LN reaches Post-LN-with-warm-up's final loss in ≤ 0.7× the steps", passed, "; ".join(parts))]
+    name = "4c: Pre-LN reaches Post-LN-with-warm-up's final loss in ≤ 0.7× the steps"
+    return [Check(name, passed, "; ".join(parts), margin=STEPS_RATIO - max(ratios))]
 
 
 def warmup_plot(results: Results, out: Path) -> list[Path]:
