@@ -209,8 +209,10 @@ def test_figures_and_tables_are_drawn_from_stored_results(tmp_path: Path) -> Non
     results = Results(pd.DataFrame(), summary(QIAO | WU))
     for claim_id, name in (("qiao2019-microbatch", "microbatch"), ("wu2018-batchsize", "batchsize")):
         paths = claims.get(claim_id).plot(results, tmp_path)
-        assert {p.name for p in paths} == {f"{name}.png", f"{name}.pdf", f"{name}.md"}
+        assert {p.name for p in paths} == {f"{name}.png", f"{name}.pdf", f"{name}.md", "budget.png", "budget.pdf"}
     table = (tmp_path / "batchsize.md").read_text()
+    caption = (tmp_path / "budget.caption.md").read_text()
+    assert "n: 3 runs per cell (4 cells: train.images)" in caption, caption
     assert "| bn | 40.0 [39.8–40.2] | 34.7 [34.5–34.9] |" in table  # error = 100 − accuracy, median [min–max]
     assert "| BN, Wu & He (ImageNet ResNet-50) |  | 34.7 | 27.3 | 24.8 | 23.7 | 23.6 |  |" in table
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -135,6 +136,43 @@ def budget_check(summary: pd.DataFrame) -> Check:
         + ("." if passed else f"; at {converged} it would cost {grid_hours(grid, converged):.1f} h of one core."),
         margin=(images - converged) / converged if passed else None,
     )
+
+
+def budget_plot(summary: pd.DataFrame, out: Path) -> list[Path]:
+    """The yardstick's ladder: BN@64's test error against the images per run (median, min–max over seeds), each
+    doubling's move in points written beside it, and the grid's images per run marked; nothing without a ladder."""
+    ladder = experiment_runs(summary, BUDGET_EXPERIMENT)
+    if ladder.empty or IMAGES not in ladder:
+        return []
+    errors = final_accuracy(ladder, BUDGET_EXPERIMENT)
+    cells = aggregate(errors[np.isfinite(errors["error"])], [IMAGES], "error")
+    norm, batch = YARDSTICK
+    fig, (ax,) = plotting.figure(width="column", height=2.6)
+    plotting.band(ax, cells, f"{norm.upper()}@{batch}", norm, x=IMAGES)
+    images, error = cells[IMAGES].to_numpy(float), cells["median"].to_numpy()
+    for i in range(len(images) - 1):  # each doubling's move, at the segment's middle (log axis)
+        middle = (np.sqrt(images[i] * images[i + 1]), (error[i] + error[i + 1]) / 2)
+        move = f"{error[i + 1] - error[i]:+.2f}"
+        ax.annotate(move, middle, textcoords="offset points", xytext=(3, 3), fontsize=7)
+    grid = experiment_runs(summary, EXPERIMENT)
+    if IMAGES in grid and not grid.empty:
+        ax.axvline(int(grid[IMAGES].median()), color="grey", linestyle=":", label="the grid's images per run")
+    rungs = sorted(int(n) for n in cells[IMAGES])
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(rungs, [f"{n // 1024}k" for n in rungs])
+    ax.minorticks_off()
+    ax.set(xlabel="training images per run", ylabel="test error (%)")
+    ax.set_title(f"budget ladder: converged once\na doubling moves < {CONVERGED:g} point")
+    ax.legend()
+    plotting.note(fig, plotting.band_note(errors.groupby(IMAGES).size()))
+    text = plotting.Caption(
+        f"The budget rule of both batch-size claims: {norm.upper()} at batch {batch}, the yardstick, trained at "
+        f"each rung of the ladder (experiment {BUDGET_EXPERIMENT}, the grid's recipe); the number beside each "
+        f"segment is the error's fall in points when the images double. The grid's budget is the first rung whose "
+        f"doubling moves less than {CONVERGED:g} point; the dotted line marks the images per run the grid used.",
+        cells=[IMAGES],
+    )
+    return plotting.save(fig, out, "budget", text, ladder)
 
 
 def grid_hours(grid: pd.DataFrame, images: int) -> float:

@@ -24,6 +24,7 @@ from normexp.claims.batchsize import (
     NORM,
     at_budget,
     batch_caption,
+    budget_plot,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -93,7 +94,7 @@ def plot(results: Results, out: Path) -> list[Path]:
         "BCN+WS; the batch decreases from left to right."
     )
     figure = plotting.save(fig, out, "microbatch", text, results.summary)
-    return [*figure, save_table(note + table(final, NORMS), out, "microbatch")]
+    return [*figure, *budget_plot(results.summary, out), save_table(note + table(final, NORMS), out, "microbatch")]
 
 
 register(

@@ -22,6 +22,7 @@ from normexp.claims.batchsize import (
     NORM,
     at_budget,
     batch_caption,
+    budget_plot,
     describe,
     error_vs_batch,
     final_accuracy,
@@ -96,7 +97,7 @@ def plot(results: Results, out: Path) -> list[Path]:
     theirs.set_xticks(sorted(BATCHES), [str(b) for b in sorted(BATCHES)])
     theirs.minorticks_off()
     theirs.set_xlim(max(BATCHES) * 1.25, min(BATCHES) / 1.25)
-    theirs.set(title="(c) Wu & He 2018, ImageNet ResNet-50", xlabel="images per GPU", ylabel="top-1 error (%)")
+    theirs.set(title="(c) Wu & He, ImageNet ResNet-50", xlabel="images per GPU", ylabel="top-1 error (%)")
     theirs.legend(title="norm")
     for ax in (pair, every):
         ax.set_xlabel("batch size (images per step)")
@@ -118,7 +119,7 @@ def plot(results: Results, out: Path) -> list[Path]:
         "not.\n\n" + table(final, norms, PAPER_ERROR)
     )
     figure = plotting.save(fig, out, "batchsize", text, results.summary)
-    return [*figure, save_table(prose, out, "batchsize")]
+    return [*figure, *budget_plot(results.summary, out), save_table(prose, out, "batchsize")]
 
 
 register(
