@@ -61,7 +61,7 @@ from normexp.training.fused import FusedRuns
 RESULTS_DIR = Path("results/bench")
 EXPERIMENTS = (
     "ioffe2015-fig1",  # 3×100 sigmoid MLP, batch 60
-    "batchsize",  # 3-conv CNN (64 channels), the micro-batch grid's model
+    "batchsize",  # ResNet-8 (16/32/64 channels, pooled head), the micro-batch grid's model
     "santurkar2018-vgg",  # small VGG with BN, batch 128
     "qiao2019-ws-smoothness",  # the same VGG with GN + weight standardization
     "li2018-skip",  # ResNet-20's depth at 4/8/16 channels
