@@ -304,7 +304,7 @@ def _curves_plot(results: Results, out: Path) -> list[Path]:
                 last = cell.sort_values("step").iloc[-1]
                 ax.scatter([last["step"]], [last["median"]], marker="x", color=look.color, s=40, zorder=3)
         ax.set(title=f"lr_max = {lr:g}", xlabel="step", ylabel="test loss (nats/token)" if ax is axes[0] else "")
-    axes[-1].legend(loc="upper right", bbox_to_anchor=(1, 0.9))
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1))  # beside the panels: over them it hides the plateau
     diverged = "; × = a run diverged" if (final["status"] == "diverged").any() else ""
     plotting.note(fig, plotting.band_note(final.groupby([POSITION, LR, WARMUP]).size()) + diverged)
     text = plotting.Caption(
