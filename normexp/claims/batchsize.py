@@ -218,7 +218,7 @@ def table(final: pd.DataFrame, norms: Sequence[str], paper: dict[str, dict[int, 
         errors += f"| {label} | " + " | ".join(f"{row[b]:.1f}" if b in row else "" for b in batches) + " |\n"
     seeds = final.groupby([NORM, BATCH])["seed"].nunique()
     return (
-        f"Test error (%), median [min–max] over {seeds.min()}–{seeds.max()} seeds per cell; "
+        f"Test error (%), median [min–max] over {plotting.count(seeds)} seeds per cell; "
         "columns: batch size.\n\n" + errors + "\nWall time per run (s), median over seeds.\n\n" + times
     )
 

@@ -259,7 +259,7 @@ def _loss_table(results: Results, out: Path) -> Path:
         entries = [_loss_entry(cells[cells[LR] == lr]) for lr in lrs]
         lines.append(f"| {POSITION_LABELS[position]} | {warmup} | " + " | ".join(entries) + " |")
     seeds = final.groupby([POSITION, LR, WARMUP]).size()
-    text = f"Final test loss (nats/token), median [min–max] over {seeds.min()}–{seeds.max()} seeds per cell.\n\n"
+    text = f"Final test loss (nats/token), median [min–max] over {plotting.count(seeds)} seeds per cell.\n\n"
     return save_table(text + "\n".join(lines) + "\n", out, "final_loss")
 
 
