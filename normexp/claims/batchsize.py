@@ -157,9 +157,8 @@ def budget_plot(summary: pd.DataFrame, out: Path) -> list[Path]:
     grid = experiment_runs(summary, EXPERIMENT)
     if IMAGES in grid and not grid.empty:
         ax.axvline(int(grid[IMAGES].median()), color="grey", linestyle=":", label="the grid's images per run")
-    rungs = sorted(int(n) for n in cells[IMAGES])
     ax.set_xscale("log", base=2)
-    ax.set_xticks(rungs, [f"{n // 1024}k" for n in rungs])
+    ax.set_xticks(images, [f"{int(n) // 1024}k" for n in images])
     ax.minorticks_off()
     ax.set(xlabel="training images per run", ylabel="test error (%)")
     ax.set_title(f"budget ladder: converged once\na doubling moves < {CONVERGED:g} point")

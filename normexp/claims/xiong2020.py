@@ -223,7 +223,7 @@ def _criterion_4c(grid: WarmupGrid, runs: pd.DataFrame) -> list[Check]:
     if not trainable:
         return [Check("4c: Pre-LN reaches Post-LN-with-warm-up's final loss in ≤ 0.7× the steps", False, "no lr")]
     loss = curves(runs, LOSS, [POSITION, LR, WARMUP])
-    passed, parts, ratios = True, [], []
+    parts, ratios = [], []
     for lr in trainable:
         target = grid.loss("post", lr, grid.longest)
         pre = loss[(loss[POSITION] == "pre") & (loss[LR] == lr) & (loss[WARMUP] == 0)]
@@ -232,13 +232,12 @@ def _criterion_4c(grid: WarmupGrid, runs: pd.DataFrame) -> list[Check]:
             raise InsufficientData(f"no test-loss curves at lr {lr:g}")
         pre_steps, post_steps = steps_to_reach(pre, target), steps_to_reach(post, target)
         ratio = pre_steps / post_steps if pre_steps is not None and post_steps else math.inf
-        passed &= ratio <= STEPS_RATIO
         ratios.append(ratio)
         parts.append(
             f"lr {lr:g}: target {target:.3f}, Pre-LN at step {pre_steps}, Post-LN at {post_steps} ({ratio:.2f}×)"
         )
     name = "4c: Pre-LN reaches Post-LN-with-warm-up's final loss in ≤ 0.7× the steps"
-    return [Check(name, passed, "; ".join(parts), margin=STEPS_RATIO - max(ratios))]
+    return [Check(name, max(ratios) <= STEPS_RATIO, "; ".join(parts), margin=STEPS_RATIO - max(ratios))]
 
 
 def warmup_plot(results: Results, out: Path) -> list[Path]:
