@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from normexp import data, models, tasks
+from normexp.errors import ConfigError
 from normexp.models.noshort import NoShortcut
 
 
@@ -84,3 +88,27 @@ def test_deep_linear_init_gain_scales_the_weights_by_gain_over_root_fan_in(compo
         model = build(compose, (10,), "model=deep_linear", "norm=none", f"model.init_gain={gain}", "model.width=100")
         weights = torch.cat([m.weight.flatten() for m in model.modules() if isinstance(m, nn.Linear)][1:-1])
         assert abs(weights.std().item() - gain / 100**0.5) < 0.01 * gain / 100**0.5 * 3
+
+
+def test_he_init_is_torchvisions_vgg_init(compose) -> None:
+    """He-normal fan-out convs (std √(2 / (9 · out))), an N(0, 0.01²) classifier, zero biases; +ws standardizes the
+    He weights it is given."""
+    torch.manual_seed(0)
+    model = build(
+        compose, (1, 28, 28), "model=santurkar_vgg", "model.channels=[64,M,128]", "model.init=he", "norm=none"
+    )
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / (9 * conv.out_channels)), rel=0.05)
+        assert torch.count_nonzero(conv.bias) == 0
+    assert model.classifier.weight.std().item() == pytest.approx(0.01, rel=0.05)
+    assert torch.count_nonzero(model.classifier.bias) == 0
+    torch.manual_seed(0)
+    ws = build(compose, (1, 28, 28), "model=santurkar_vgg", "model.channels=[64,M,128]", "model.init=he", "norm=gn+ws")
+    original = ws.features[2].conv.parametrizations.weight.original
+    assert original.std().item() == pytest.approx(math.sqrt(2 / (9 * 128)), rel=0.05)
+
+
+def test_unknown_vgg_init_is_refused(compose) -> None:
+    with pytest.raises(ConfigError, match=r"model\.init='xavier'"):
+        build(compose, (1, 28, 28), "model=santurkar_vgg", "model.init=xavier", "norm=none")

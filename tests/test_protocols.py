@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from normexp import models
 from normexp.config import compose_config
+
+VGG_EXPERIMENTS = ("qiao2019-ws-smoothness",)
+INPUT_SHAPES = {"cpu": (1, 28, 28), "paper": (3, 32, 32)}
 
 
 def composed(experiment: str, scale: str, *overrides: str):
@@ -22,6 +26,10 @@ def composed(experiment: str, scale: str, *overrides: str):
     [
         ("ioffe2015-fig1", ("train.steps", "train.batch_size", "model.hidden", "model.activation")),
         ("santurkar2018-dln", ("train.steps", "optim.lr", "train.batch_size", "model.depth", "model.width")),
+        *(
+            (vgg, ("train.steps", "optim.lr", "train.batch_size", "optim.name", "schedule.name"))
+            for vgg in VGG_EXPERIMENTS
+        ),
     ],
 )
 def test_cpu_protocol_keeps_the_papers_steps_lr_and_network(experiment: str, keys: tuple[str, ...]) -> None:
@@ -60,3 +68,24 @@ def test_xiong_warmups_share_the_inverse_sqrt_decay_after_the_longest(cli, out_d
     expected = {s: 1e-3 * math.sqrt(decay_start / max(s + 1, decay_start)) for s in lr}
     assert lr == pytest.approx(expected)
     assert composed("xiong2020-warmup", "cpu").schedule.decay_start == 200
+
+
+def conv_widths(cfg) -> list[int]:
+    return [int(item) for item in cfg.model.channels if item != "M"]
+
+
+@pytest.mark.parametrize("experiment", VGG_EXPERIMENTS)
+def test_cpu_vgg_is_vgg11_at_an_eighth_of_its_width_whose_classifier_sees_one_position(experiment: str) -> None:
+    """Every conv of VGG-11 at 1/8 width, so as many norm (and noise) layers as the paper's; 28×28 after four pools
+    and CIFAR's 32×32 after five both leave the classifier one position."""
+    cpu, paper = composed(experiment, "cpu"), composed(experiment, "paper")
+    assert conv_widths(cpu) == [width // 8 for width in conv_widths(paper)]
+    for scale, cfg in (("cpu", cpu), ("paper", paper)):
+        model = models.from_config(cfg, INPUT_SHAPES[scale], 10)
+        assert model.classifier.in_features == conv_widths(cfg)[-1], scale
+
+
+def test_cpu_group_norm_keeps_the_papers_channels_per_group_at_every_layer() -> None:
+    cpu, paper = composed("qiao2019-ws-smoothness", "cpu"), composed("qiao2019-ws-smoothness", "paper")
+    per_group = {cfg.scale_name: [width / cfg.norm.groups for width in conv_widths(cfg)] for cfg in (cpu, paper)}
+    assert per_group["cpu"] == per_group["paper"] == [2, 4, 8, 8, 16, 16, 16, 16]

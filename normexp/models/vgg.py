@@ -3,7 +3,9 @@
 The paper does not give the exact configuration; the usual reading is VGG-11 (configuration A): 3×3 convs (padding
 1) -> norm -> ReLU, 2×2 max-pools, and one linear classifier on the flattened features (the common CIFAR
 adaptation). ``channels`` lists the convs' widths with ``M`` for a pool, so the CPU scale runs a small net of the
-same form on Fashion-MNIST. Weights keep torch's default init, as the common CIFAR VGG code does.
+same form on Fashion-MNIST. ``init`` picks the weights' init, which the paper does not give: ``torch`` keeps torch's
+default, ``he`` is the He-normal fan-out init of torchvision's VGG and the common CIFAR VGG code (convs; the
+classifier N(0, 0.01²); biases 0), under which a VGG without norm trains from scratch.
 """
 
 from __future__ import annotations
@@ -19,14 +21,20 @@ from normexp.norms import NormSpec
 
 POOL = "M"
 """Marks a 2×2 max-pool in :class:`VGG`'s ``channels``."""
+INITS = ("torch", "he")
+"""The weight inits of :class:`VGG` (``model.init``)."""
 
 
 class ConvBlock(nn.Sequential):
     """``conv 3×3 -> norm -> ReLU``; the conv keeps its bias only when the norm has no shift of its own."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm: NormSpec, where: str) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm: NormSpec, where: str, init: str = "torch") -> None:
         super().__init__()
         conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm.layer_bias)
+        if init == "he":  # before the reparametrization, which then standardizes (+ws) the He weights
+            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+            if conv.bias is not None:
+                nn.init.zeros_(conv.bias)
         self.conv = norm.reparametrize(conv)
         self.norm = norm.make(out_channels, where=f"{where}.norm")
         self.act = nn.ReLU()
@@ -36,7 +44,12 @@ class VGG(nn.Module):
     """Conv blocks and max-pools as listed in ``channels``, then a linear classifier on the flattened features."""
 
     def __init__(
-        self, input_shape: tuple[int, ...], channels: Sequence[int | str], num_classes: int, norm: NormSpec
+        self,
+        input_shape: tuple[int, ...],
+        channels: Sequence[int | str],
+        num_classes: int,
+        norm: NormSpec,
+        init: str = "torch",
     ) -> None:
         super().__init__()
         in_channels, height, width = input_shape
@@ -46,10 +59,13 @@ class VGG(nn.Module):
                 layers.append(nn.MaxPool2d(2))
                 height, width = height // 2, width // 2
             else:
-                layers.append(ConvBlock(in_channels, int(item), norm, where=f"features.{i}"))
+                layers.append(ConvBlock(in_channels, int(item), norm, where=f"features.{i}", init=init))
                 in_channels = int(item)
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Linear(in_channels * height * width, num_classes)
+        if init == "he":
+            nn.init.normal_(self.classifier.weight, 0.0, 0.01)
+            nn.init.zeros_(self.classifier.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Class logits for images (N, C, H, W)."""
@@ -68,4 +84,6 @@ def build_vgg(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classe
             f"model.channels holds {unknown}: widths must be integers, or {POOL!r} for a max-pool.",
             fix="write the channels as e.g. [64, M, 128, M]",
         )
-    return VGG(input_shape, list(cfg.channels), num_classes, norm)
+    if cfg.init not in INITS:
+        raise ConfigError(f"model.init={cfg.init!r} is not a VGG init; valid: {', '.join(INITS)}.", fix="model.init=he")
+    return VGG(input_shape, list(cfg.channels), num_classes, norm, cfg.init)
