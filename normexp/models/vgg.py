@@ -84,6 +84,7 @@ def build_vgg(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classe
             f"model.channels holds {unknown}: widths must be integers, or {POOL!r} for a max-pool.",
             fix="write the channels as e.g. [64, M, 128, M]",
         )
-    if cfg.init not in INITS:
-        raise ConfigError(f"model.init={cfg.init!r} is not a VGG init; valid: {', '.join(INITS)}.", fix="model.init=he")
-    return VGG(input_shape, list(cfg.channels), num_classes, norm, cfg.init)
+    init = cfg.get("init", "torch")
+    if init not in INITS:
+        raise ConfigError(f"model.init={init!r} is not a VGG init; valid: {', '.join(INITS)}.", fix="model.init=he")
+    return VGG(input_shape, list(cfg.channels), num_classes, norm, init)
