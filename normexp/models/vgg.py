@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from normexp.errors import ConfigError
+from normexp.models.resnet import he_conv
 from normexp.norms import NormSpec
 
 POOL = "M"
@@ -30,12 +31,10 @@ class ConvBlock(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, norm: NormSpec, where: str, init: str = "torch") -> None:
         super().__init__()
-        conv = nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm.layer_bias)
-        if init == "he":  # before the reparametrization, which then standardizes (+ws) the He weights
-            nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-            if conv.bias is not None:
-                nn.init.zeros_(conv.bias)
-        self.conv = norm.reparametrize(conv)
+        if init == "he":
+            self.conv = he_conv(in_channels, out_channels, 3, norm)
+        else:
+            self.conv = norm.reparametrize(nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=norm.layer_bias))
         self.norm = norm.make(out_channels, where=f"{where}.norm")
         self.act = nn.ReLU()
 
