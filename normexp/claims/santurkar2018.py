@@ -119,19 +119,15 @@ def smoothness_criteria(results: Results) -> list[Check]:
     """3a–3c: loss range, gradient predictiveness and effective β smaller with BN; predictiveness ≥ 3× smaller early."""
     runs = results.runs
     early = int(0.2 * runs["step"].max())
+    # the window's steps go into what was measured, not into the name, so that a map over the budget keeps one row
+    early_check = smaller_median(
+        runs, GPRED_RANGE, "bn", "none", "3b: gradient predictiveness ≥ 3× smaller with BN in the first 20%", 3.0, early
+    )
     return [
         smaller_median(runs, LOSS_RANGE, "bn", "none", "3a: median loss range smaller with BN"),
         smaller_median(runs, GPRED_RANGE, "bn", "none", "3b: median gradient-predictiveness range smaller with BN"),
         smaller_median(runs, BETA, "bn", "none", "3c: median effective β smaller with BN"),
-        smaller_median(
-            runs,
-            GPRED_RANGE,
-            "bn",
-            "none",
-            f"3b: gradient predictiveness ≥ 3× smaller with BN in the first 20% (steps ≤ {early})",
-            factor=3.0,
-            until=early,
-        ),
+        replace(early_check, measured=f"steps ≤ {early}: {early_check.measured}"),
     ]
 
 
