@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from normexp import models
 from normexp.config import compose_config
 
-VGG_EXPERIMENTS = ("santurkar2018-vgg", "qiao2019-ws-smoothness")
+VGG_EXPERIMENTS = ("santurkar2018-vgg", "santurkar2018-noisy-bn", "qiao2019-ws-smoothness")
 INPUT_SHAPES = {"cpu": (1, 28, 28), "paper": (3, 32, 32)}
 
 
@@ -89,3 +89,10 @@ def test_cpu_group_norm_keeps_the_papers_channels_per_group_at_every_layer() -> 
     cpu, paper = composed("qiao2019-ws-smoothness", "cpu"), composed("qiao2019-ws-smoothness", "paper")
     per_group = {cfg.scale_name: [width / cfg.norm.groups for width in conv_widths(cfg)] for cfg in (cpu, paper)}
     assert per_group["cpu"] == per_group["paper"] == [2, 4, 8, 8, 16, 16, 16, 16]
+
+
+@pytest.mark.parametrize("scale", ["cpu", "paper"])
+def test_noisy_bn_tracks_the_norm_of_the_second_and_last_conv_block(scale: str) -> None:
+    cfg = composed("santurkar2018-noisy-bn", scale)
+    convs = [i for i, item in enumerate(cfg.model.channels) if item != "M"]
+    assert list(cfg.probes.activation_stats.modules) == [f"features.{convs[1]}.norm", f"features.{convs[-1]}.norm"]
