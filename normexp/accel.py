@@ -10,7 +10,7 @@
   The optimizer step and the lr schedule stay eager, so every optimizer and schedule works unchanged.
 
 Each switch is off by default; :class:`FastPath` names a combination (``"bf16+cuda_graphs"``). Data resident on the
-device (``Splits.to``) with batched on-device augmentation (``normexp.data.cifar.pad_crop_flip``) needs no switch:
+device (``Splits.to``) with batched on-device augmentation (``normexp.data.augment.pad_crop_flip``) needs no switch:
 it is how every run loads its data.
 """
 

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from normexp import data
 from normexp.data.generated import write_idx
-from normexp.errors import DataError
+from normexp.errors import ConfigError, DataError
 
 
 @pytest.fixture
@@ -50,6 +50,38 @@ def test_offline_files_load_through_torchvision(offline_fashion: Path, tmp_path:
         first = np.frombuffer(raw.read()[16 : 16 + 784], dtype=np.uint8)
     np.testing.assert_allclose(splits.train_x[0].flatten().numpy(), first / 255, rtol=1e-6)
     assert (tmp_path / "root" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_fashion_augment_pads_with_background_crops_and_flips_only_training_batches(
+    offline_fashion: Path, tmp_path: Path
+) -> None:
+    """Pad-crop-flip with black (0) padding, torchvision's RandomCrop(28, 4) then RandomHorizontalFlip: an image
+    cropped at the offset of no shift and not flipped comes back as it was, and every output is a window of the
+    zero-padded image, flipped or not."""
+    assert data.load(data_cfg(tmp_path / "root")).augment is None
+    splits = data.load(data_cfg(tmp_path / "root", augment=True))
+    assert splits.augment is not None and splits.augment.keywords == {"padding": 4, "fill": [0.0]}
+    images = splits.train_x
+    out = splits.augment(images, generator=torch.Generator().manual_seed(0))
+    padded = torch.nn.functional.pad(images, (4, 4, 4, 4))
+    windows = {
+        (top, left, flip): (lambda crop, f: crop.flip(-1) if f else crop)(
+            padded[..., top : top + 28, left : left + 28], flip
+        )
+        for top in range(9)
+        for left in range(9)
+        for flip in (False, True)
+    }
+    for i in range(len(images)):
+        assert any(torch.equal(out[i], window[i]) for window in windows.values()), i
+    assert torch.equal(windows[(4, 4, False)], images)
+
+
+def test_augment_refuses_datasets_whose_flips_change_the_class(tmp_path: Path) -> None:
+    cfg = data_cfg(tmp_path / "root", augment=True)
+    cfg.name = "mnist"
+    with pytest.raises(ConfigError, match="changes the class of some mnist images"):
+        data.check_available(cfg)
 
 
 def test_missing_files_raise_a_data_error_with_the_fix(tmp_path: Path, patch_source) -> None:

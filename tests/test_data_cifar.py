@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as tvf
 from normexp import data
 from normexp.config import CONFIG_DIR, compose_config
 from normexp.data import generated
-from normexp.data.cifar import crop_flip, pad_crop_flip
+from normexp.data.augment import crop_flip, pad_crop_flip
 from normexp.errors import DataError
 from normexp.training.assemble import assemble
 from normexp.training.batches import EpochSampler

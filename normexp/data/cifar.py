@@ -1,4 +1,4 @@
-"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009) through torchvision, and the standard augmentation as one batched op.
+"""CIFAR-10 and CIFAR-100 (Krizhevsky 2009) through torchvision, with the standard augmentation.
 
 The files are torchvision's: the python pickles of the official archives (``cifar-10-batches-py/`` or
 ``cifar-100-python/``) under ``data.root``; ``data.download: true`` fetches them with torchvision. torchvision
@@ -6,8 +6,9 @@ checks every file's md5 against the official archive's on each load, so an offli
 and altered or truncated files are refused (as a :class:`~normexp.errors.DataError` here).
 
 Images become float32 ``(N, 3, 32, 32)``, standardized per channel with the training set's mean and std. With
-``data.augment: true`` training batches get the augmentation of He et al. 2016 (§4.2), the standard for CIFAR:
-4 pixels of zero padding on each side, a random 32×32 crop, and a horizontal flip with probability 1/2.
+``data.augment: true`` training batches get the augmentation of He et al. 2016 (§4.2), the standard for CIFAR
+(:mod:`normexp.data.augment`): 4 pixels of zero padding on each side, a random 32×32 crop, and a horizontal flip with
+probability 1/2.
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import numpy as np
 import torch
 from torchvision import datasets
 
+from normexp.data.augment import PADDING, pad_crop_flip
 from normexp.data.images import read_torchvision
 from normexp.data.splits import Splits
 from normexp.errors import DataError
-
-PADDING = 4
-"""Pixels of padding before the random crop (He et al. 2016, §4.2)."""
 
 
 @dataclass(frozen=True)
@@ -88,37 +87,3 @@ def _channels_first(images: np.ndarray) -> torch.Tensor:
 
 def _standardize(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     return images.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1)).contiguous()
-
-
-def pad_crop_flip(
-    images: torch.Tensor, padding: int, fill: list[float], generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Each image of ``(N, C, H, W)`` padded by ``padding`` pixels of ``fill`` (one value per channel), cropped back
-    to H×W at a random offset and flipped left-right with probability 1/2: torchvision's
-    ``RandomCrop(H, padding)`` then ``RandomHorizontalFlip()`` for a whole batch in one gather, on its device.
-
-    Offsets and flips come from ``generator`` (on the batch's device; torch's global RNG when None): the training
-    batches (:class:`normexp.training.batches.Batches`) pass the run's own, seeded by the run and saved by its
-    checkpoints. ``fill`` is the padding value per channel: zero (black) pixels after standardization, ``−mean/std``.
-    """
-    n = len(images)
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), device=images.device, generator=generator)
-    flips = torch.rand(n, device=images.device, generator=generator) < 0.5
-    return crop_flip(images, padding, fill, offsets[0], offsets[1], flips)
-
-
-def crop_flip(
-    images: torch.Tensor, padding: int, fill: list[float], top: torch.Tensor, left: torch.Tensor, flip: torch.Tensor
-) -> torch.Tensor:
-    """The deterministic part of :func:`pad_crop_flip`: per image, the H×W window at (``top``, ``left``) of the padded
-    image, its columns reversed where ``flip``."""
-    n, channels, height, width = images.shape
-    fill_values = torch.tensor(fill, dtype=images.dtype, device=images.device).view(1, channels, 1, 1)
-    padded = fill_values.expand(n, channels, height + 2 * padding, width + 2 * padding).clone()
-    padded[:, :, padding : padding + height, padding : padding + width] = images
-    rows = top[:, None] + torch.arange(height, device=images.device)  # (N, H)
-    columns = left[:, None] + torch.arange(width, device=images.device)  # (N, W)
-    columns = torch.where(flip[:, None], columns.flip(1), columns)  # a flipped crop reads its columns backwards
-    batch = torch.arange(n, device=images.device)[:, None, None, None]
-    channel = torch.arange(channels, device=images.device)[None, :, None, None]
-    return padded[batch, channel, rows[:, None, :, None], columns[:, None, None, :]]

@@ -14,14 +14,16 @@ import shutil
 import struct
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from torchvision import datasets
 
+from normexp.data.augment import PADDING, pad_crop_flip
 from normexp.data.splits import Splits
-from normexp.errors import DataError
+from normexp.errors import ConfigError, DataError
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 
@@ -37,6 +39,7 @@ class ImageSource:
     offline_dirs: tuple[str, ...] = ()
     install_hint: str = ""
     sizes: tuple[int, int] = (60000, 10000)  # train, test samples: a file of another size is truncated or foreign
+    flips_keep_class: bool = False  # whether ``data.augment`` (pad-crop-flip) may flip its images
 
 
 IMAGE_SOURCES: dict[str, ImageSource] = {
@@ -55,13 +58,20 @@ IMAGE_SOURCES: dict[str, ImageSource] = {
         10,
         ("/usr/share/datasets/fashion-mnist",),
         "`apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or set data.download=true with internet",
+        flips_keep_class=True,
     ),
 }
 
 
 def ensure_available(cfg: Any) -> None:
-    """Make sure ``cfg.name``'s files are under ``cfg.root`` (staging offline copies), or raise a DataError."""
+    """Make sure ``cfg.name``'s files are under ``cfg.root`` (staging offline copies), or raise a DataError; a
+    ``data.augment`` that would flip images whose class a flip changes (digits) is a ConfigError."""
     source = IMAGE_SOURCES[cfg.name]
+    if cfg.get("augment", False) and not source.flips_keep_class:
+        raise ConfigError(
+            f"data.augment flips training images left-right, which changes the class of some {cfg.name} images.",
+            fix="set data.augment=false, or use a dataset whose flips keep the class (fashion_mnist, cifar10)",
+        )
     raw = Path(cfg.root).expanduser() / source.torchvision_class.__name__ / "raw"
     if cfg.download:
         return
@@ -112,11 +122,13 @@ def read_torchvision(dataset_class: Any, cfg: Any, fix: str, checks: str = "") -
 
 
 def load_images(cfg: Any) -> Splits:
-    """Load ``cfg.name`` through torchvision as float tensors in [0, 1], shape (N, C, H, W)."""
+    """Load ``cfg.name`` through torchvision as float tensors in [0, 1], shape (N, C, H, W), with pad-crop-flip
+    (zero, i.e. background, padding) on training batches when ``cfg.augment``."""
     source = IMAGE_SOURCES[cfg.name]
     ensure_available(cfg)
     train, test = read_torchvision(source.torchvision_class, cfg, source.install_hint)
-    return Splits(_as_float(train.data), train.targets, _as_float(test.data), test.targets, source.num_classes)
+    augment = partial(pad_crop_flip, padding=PADDING, fill=[0.0]) if cfg.get("augment", False) else None
+    return Splits(_as_float(train.data), train.targets, _as_float(test.data), test.targets, source.num_classes, augment)
 
 
 def _as_float(images: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ class Splits:
     """A dataset's train and test tensors; ``x`` is float, ``y`` holds class indices.
 
     ``augment``, when set, maps a batch of training inputs and a ``generator`` (keyword) to an augmented batch on
-    the same device (e.g. CIFAR's pad-crop-flip, :func:`normexp.data.cifar.pad_crop_flip`). Training batches get it
+    the same device (e.g. CIFAR's pad-crop-flip, :func:`normexp.data.augment.pad_crop_flip`). Training batches get it
     from :class:`normexp.training.batches.Batches`, the one source every training loop draws from, with the run's
     own generator; evaluation data are never augmented.
     """
