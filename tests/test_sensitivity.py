@@ -48,6 +48,20 @@ def test_map_table_marks_each_criterion_at_each_setting() -> None:
     assert "optim.lr=3" in sensitivity.map_table(verdict, markdown=False).splitlines()[0]
 
 
+def test_a_choice_of_another_experiment_shows_the_primarys_cells_as_such(tmp_path: Path) -> None:
+    """A claim that reads two experiments (Santurkar's VGG and DLN) maps each one's choices: a column for the other
+    experiment's choice judges this experiment's criteria on the primary's very runs, and says so instead of
+    repeating the primary's margins as if measured again."""
+    other = sensitivity.Axis("santurkar2018-dln", "model.init_gain", 1.0, (1.2,), "another experiment's choice")
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [LR, other])
+    table = sensitivity.map_table(verdict).splitlines()
+    assert table[0] == "| criterion | primary | optim.lr=3 | model.init_gain=1.2 |"
+    cells = {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:] for line in table[3:]}
+    assert cells and all(row[2] == sensitivity.SAME_AS_PRIMARY for row in cells.values())
+    assert [cell[0] for cell in cells["1a: BN more accurate at the end"][:2]] == ["✅", "❌"]  # measured at each lr
+    assert sensitivity.plot_map(verdict, tmp_path)
+
+
 def test_map_figure_is_drawn_only_for_claims_with_open_choices(tmp_path: Path) -> None:
     verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [LR])
     assert [p.name for p in sensitivity.plot_map(verdict, tmp_path)] == ["sensitivity.png", "sensitivity.pdf"]

@@ -29,7 +29,7 @@ import pandas as pd
 import yaml
 from omegaconf import OmegaConf
 
-from normexp.claims import Claim, Results, Verdict, mark
+from normexp.claims import Check, Claim, Results, Verdict, mark
 from normexp.errors import UserError
 
 SENSITIVITY_DIR = "sensitivity"
@@ -136,7 +136,8 @@ def _setting(axis: Axis, value: Any) -> dict[str, Any]:
 
 def map_table(verdict: Verdict, markdown: bool = True) -> str:
     """The map as a table: one row per criterion, one column per setting (the primary first), each cell the
-    criterion's outcome and margin; empty when the claim has no open choice."""
+    criterion's outcome and margin, or ``= primary`` where the setting left the criterion's runs as they are (a
+    choice of another of the claim's experiments); empty when the claim has no open choice."""
     if not verdict.sensitivity:
         return ""
     columns = [("primary", verdict)] + [(_column_label(entry.setting), entry) for entry in verdict.sensitivity]
@@ -144,7 +145,10 @@ def map_table(verdict: Verdict, markdown: bool = True) -> str:
     header = ["criterion", *(label for label, _ in columns)]
     rows = [header, ["", *(v.verdict for _, v in columns)]]
     for name in names:
-        rows.append([name, *(_cell(v, name, markdown) for _, v in columns)])
+        primary = _check(verdict, name)
+        rows.append(
+            [name, *(_cell(_check(v, name), primary if v is not verdict else None, markdown) for _, v in columns)]
+        )
     if markdown:
         lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(header)]
         return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows[1:]])
@@ -160,10 +164,26 @@ def _column_label(setting: dict[str, Any], short: bool = False) -> str:
     return f"{key}={shown}"
 
 
-def _cell(verdict: Verdict, name: str, markdown: bool) -> str:
-    check = next((c for c in verdict.checks if c.name == name), None)
+SAME_AS_PRIMARY = "= primary"
+"""A map cell whose criterion measured exactly what it measured at the primary setting: where the setting is a choice
+of another of the claim's experiments (the DLN's init gain for the VGG's criteria), the criterion reads the primary's
+very runs, and repeating its margins would pass them off as measured again."""
+
+
+def _check(verdict: Verdict, name: str) -> Check | None:
+    return next((c for c in verdict.checks if c.name == name), None)
+
+
+def _repeats(check: Check | None, primary: Check | None) -> bool:
+    """Whether a map cell's ``check`` is the primary's to the last digit of its margin and of what it measured."""
+    return check is not None and check == primary
+
+
+def _cell(check: Check | None, primary: Check | None, markdown: bool) -> str:
     if check is None:
         return "–"
+    if _repeats(check, primary):
+        return SAME_AS_PRIMARY
     margin = f" {check.margin:+.3g}" if check.margin is not None else ""
     return f"{mark(check, markdown)}{margin}"
 
@@ -186,26 +206,33 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
         if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
             ax.text(j, (len(names) - 1) / 2, v.verdict.replace(" ", "\n"), ha="center", va="center", fontsize=7)
         for i, name in enumerate(names):
-            check = next((c for c in v.checks if c.name == name), None)
+            check = _check(v, name)
             if check is None:
+                continue
+            if j > 0 and _repeats(check, _check(verdict, name)):  # left white: no measurement of its own
+                ax.text(j, i, SAME_AS_PRIMARY, ha="center", va="center", fontsize=7, color="0.45")
                 continue
             outcome[i, j] = 0.5 if check.passed is None else float(check.passed)
             text = f"{check.margin:+.3g}" if check.margin is not None else mark(check, markdown=False)
             ax.text(j, i, text, ha="center", va="center", fontsize=7)
     from matplotlib.colors import ListedColormap
 
-    ax.imshow(outcome, cmap=ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]), vmin=0, vmax=1, aspect="auto")
+    colours = ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]).with_extremes(bad="white")
+    ax.imshow(outcome, cmap=colours, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
     ax.set_yticks(range(len(names)), [_wrapped(name) for name in names], fontsize=7)
     ax.grid(False)
     ax.set_title(
-        f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin)",
+        f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin;\n"
+        f"white '{SAME_AS_PRIMARY}': the primary setting's own runs)",
         fontsize=8,
     )
     text = plotting.Caption(
         "the sensitivity map: each pre-registered criterion (rows) judged at the primary setting and at each other "
         "value of the choices the paper left open (columns, one changed at a time); the number is the criterion's "
-        "margin in its own units (> 0 passes); a column without runs says so",
+        "margin in its own units (> 0 passes); a column without runs says so; a white cell reads "
+        f"'{SAME_AS_PRIMARY}' where the criterion measured exactly what it measured at the primary setting, as where "
+        "the setting is a choice of another of the claim's experiments and the criterion reads the primary's runs",
         band="no bands: each cell is one criterion's outcome on the medians over seeds",
     )
     return plotting.save(fig, out, "sensitivity", text)
