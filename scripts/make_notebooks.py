@@ -65,7 +65,8 @@ print(verdict.verdict, verdict.note)
 for check in verdict.checks:
     print(claims.mark(check, markdown=False), check.name, "-", check.measured)
 if verdict.sensitivity:
-    print("\\nsensitivity map (each criterion at every setting; number: its margin):\\n")
+    print("\\nsensitivity map (each criterion at every setting; number: its margin; "
+          "'= primary': what it measured at the primary setting):\\n")
     print(sensitivity.map_table(verdict, markdown=False))
 """
 
