@@ -136,8 +136,8 @@ def _setting(axis: Axis, value: Any) -> dict[str, Any]:
 
 def map_table(verdict: Verdict, markdown: bool = True) -> str:
     """The map as a table: one row per criterion, one column per setting (the primary first), each cell the
-    criterion's outcome and margin, or ``= primary`` where the setting left the criterion's runs as they are (a
-    choice of another of the claim's experiments); empty when the claim has no open choice."""
+    criterion's outcome and margin, or ``= primary`` where it measured exactly what it measured at the primary
+    setting (as for a choice of another of the claim's experiments); empty when the claim has no open choice."""
     if not verdict.sensitivity:
         return ""
     columns = [("primary", verdict)] + [(_column_label(entry.setting), entry) for entry in verdict.sensitivity]
@@ -224,7 +224,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     ax.grid(False)
     ax.set_title(
         f"{verdict.claim}: each criterion at each setting\n(green pass, red fail, grey untestable; number: margin;\n"
-        f"white '{SAME_AS_PRIMARY}': the primary setting's own runs)",
+        f"white '{SAME_AS_PRIMARY}': measured exactly as at the primary)",
         fontsize=8,
     )
     text = plotting.Caption(
