@@ -96,3 +96,27 @@ def test_noisy_bn_tracks_the_norm_of_the_second_and_last_conv_block(scale: str) 
     cfg = composed("santurkar2018-noisy-bn", scale)
     convs = [i for i, item in enumerate(cfg.model.channels) if item != "M"]
     assert list(cfg.probes.activation_stats.modules) == [f"features.{convs[1]}.norm", f"features.{convs[-1]}.norm"]
+
+
+def test_li2018_norm_trains_santurkar2018_vggs_net_by_its_recipe_at_every_scale() -> None:
+    """li2018-norm draws Li et al.'s surfaces of Santurkar et al.'s VGG: it trains santurkar2018-vgg's runs exactly."""
+    keys = ("data", "model", "train", "optim", "schedule")
+    for scale in ("cpu", "paper"):
+        li, santurkar = composed("li2018-norm", scale), composed("santurkar2018-vgg", scale)
+        assert {k: li[k] for k in keys} == {k: santurkar[k] for k in keys}, scale
+
+
+def test_li2018_skip_keeps_the_authors_recipe_depth_schedule_and_surface_grids() -> None:
+    """The authors' SGD, batch, depth and augmentation; the lr falls ×0.1 after the same fractions of training
+    (their epochs 150, 225, 275 of 300, within one step); the surfaces span the same grids."""
+    cpu, paper = composed("li2018-skip", "cpu"), composed("li2018-skip", "paper")
+    same = ("optim", "train.batch_size", "model.blocks", "data.augment", "schedule.name", "schedule.gamma")
+    assert {k: OmegaConf.select(cpu, k) for k in same} == {k: OmegaConf.select(paper, k) for k in same}
+    assert paper.optim.nesterov and paper.optim.momentum == 0.9 and paper.optim.weight_decay == 5e-4
+    assert list(paper.model.blocks) == [9, 9, 9] and paper.schedule.milestones == [58650, 87975, 107525]
+    for cfg in (cpu, paper):
+        fractions = [m / cfg.train.steps for m in cfg.schedule.milestones]
+        assert fractions == pytest.approx([150 / 300, 225 / 300, 275 / 300], abs=1 / cfg.train.steps)
+    grid = ("points_1d", "points_2d", "span", "alpha_min", "alpha_max")
+    assert {k: cpu.probes.surface[k] for k in grid} == {k: paper.probes.surface[k] for k in grid}
+    assert (cpu.probes.surface.points_1d, cpu.probes.surface.points_2d) == (51, 51)  # Li et al.'s grids
