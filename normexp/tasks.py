@@ -40,9 +40,19 @@ def cross_entropy(
     )
 
 
+def predicted_class(logits: torch.Tensor) -> torch.Tensor:
+    """The class (or token) each row of logits predicts: the argmax over the last dim."""
+    return logits.argmax(-1)
+
+
+def hits(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """How many of ``predicted`` equal ``target``, as a tensor on the device."""
+    return (predicted == target).sum()
+
+
 def correct_count(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """How many predictions (samples, or tokens) are right, as a tensor on the device."""
-    return (logits.argmax(-1) == target).sum()
+    return hits(predicted_class(logits), target)
 
 
 def element_count(target: torch.Tensor) -> int:
@@ -64,12 +74,14 @@ def squared_error(output: torch.Tensor, target: torch.Tensor, reduction: str = "
 class Task:
     """A loss ``loss(output, target, reduction)`` with ``reduction`` "mean" or "sum" over the scored target
     elements (samples, tokens, or regression outputs), ``correct(output, target)`` counting right predictions (None
-    when accuracy is undefined: regression), ``count(target)``, how many target elements are scored, and the label
-    smoothing of the loss that training minimizes (:meth:`training_loss`)."""
+    when accuracy is undefined: regression) and ``predict(output)``, the predictions it compares (``correct`` is
+    :func:`hits` of them), ``count(target)``, how many target elements are scored, and the label smoothing of the
+    loss that training minimizes (:meth:`training_loss`)."""
 
     name: str
     loss: Callable[..., torch.Tensor]
     correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
+    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
     count: Callable[[torch.Tensor], int | torch.Tensor] = element_count
     label_smoothing: float = 0.0
 
@@ -80,8 +92,8 @@ class Task:
         return self.loss(output, target)
 
 
-CLASSIFICATION = Task("classification", cross_entropy, correct_count)
-TRANSLATION = Task("translation", cross_entropy, correct_count, scored_count)  # argmax is never IGNORE
+CLASSIFICATION = Task("classification", cross_entropy, correct_count, predicted_class)
+TRANSLATION = Task("translation", cross_entropy, correct_count, predicted_class, scored_count)  # never IGNORE
 REGRESSION = Task("regression", squared_error, None)
 TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, TRANSLATION, REGRESSION)}
 

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from omegaconf import open_dict
 
+from normexp.bench import build_bare
 from normexp.training.runner import train
 
 SMOKE = "ioffe2015-fig1/smoke"
@@ -102,3 +104,26 @@ def test_the_checkpoint_of_an_ended_run_is_kept_unless_asked_not_to(compose, tmp
     summary = train(compose("train.steps=5", f"train.keep_checkpoint={keep}"), tmp_path / "run")
     assert summary["status"] == "completed" and (tmp_path / "run" / "summary.json").exists()
     assert (tmp_path / "run" / "checkpoint.pt").exists() is keep
+
+
+def test_logged_training_metrics_are_each_interval_s_mean_over_its_steps(compose, tmp_path: Path) -> None:
+    cfg = compose("norm=bn", "train.steps=6", "train.log_every=3")
+    with open_dict(cfg):
+        cfg.probes = {}  # the replay below runs no probes
+    train(cfg, tmp_path / "run")
+    metrics = pd.read_parquet(tmp_path / "run" / "metrics.parquet").pivot(index="step", columns="metric")["value"]
+
+    replay, losses, accuracies = build_bare(cfg, steps=6), [], []  # the same assembled run, stepped by hand
+    for _ in range(6):
+        x, y = replay.batches.next()
+        replay.optimizer.zero_grad()
+        logits = replay.model(x)
+        loss = replay.loss(logits, y)
+        loss.backward()
+        replay.optimizer.step()
+        replay.scheduler.step()
+        losses.append(loss.item())
+        accuracies.append((logits.argmax(-1) == y).float().mean().item())
+    for step in (3, 6):
+        assert metrics.loc[step, "train/loss"] == pytest.approx(sum(losses[step - 3 : step]) / 3, rel=1e-6)
+        assert metrics.loc[step, "train/acc"] == pytest.approx(sum(accuracies[step - 3 : step]) / 3)
