@@ -266,12 +266,14 @@ class SingleRun:
                 lr = self.optimizer.param_groups[0]["lr"]
                 measured += [m for probe in self.probes if (m := probe.on_batch(self.model, x, y, step, lr))]
                 self.model.train()  # a probe may have evaluated the model
-            chunk = cfg.norm_batch or len(x)
-            for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True) if chunk < len(x) else [(x, y)]:
+            drawn = x.shape[0]  # not len(x): a tensor's __len__ is a Python call, and this runs every step
+            chunk = cfg.norm_batch or drawn
+            for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True) if chunk < drawn else [(x, y)]:
                 with accel.autocast(self.device, self.bf16):
                     logits = self.model(xs)
                     loss = self.task.training_loss(logits, ys)
-                (loss if len(ys) == samples else loss * (len(ys) / samples)).backward()
+                share = ys.shape[0]
+                (loss if share == samples else loss * (share / samples)).backward()
                 scored = self.task.count(ys)  # an int, or a tensor of the scored tokens on the device
                 if isinstance(scored, int):
                     self._loss_sum.add_(loss.detach(), alpha=scored)  # one op: this runs every step
