@@ -50,11 +50,6 @@ def hits(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (predicted == target).sum()
 
 
-def correct_count(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """How many predictions (samples, or tokens) are right, as a tensor on the device."""
-    return hits(predicted_class(logits), target)
-
-
 def element_count(target: torch.Tensor) -> int:
     """Every target element is scored."""
     return target.numel()
@@ -73,17 +68,19 @@ def squared_error(output: torch.Tensor, target: torch.Tensor, reduction: str = "
 @dataclass(frozen=True)
 class Task:
     """A loss ``loss(output, target, reduction)`` with ``reduction`` "mean" or "sum" over the scored target
-    elements (samples, tokens, or regression outputs), ``correct(output, target)`` counting right predictions (None
-    when accuracy is undefined: regression) and ``predict(output)``, the predictions it compares (``correct`` is
-    :func:`hits` of them), ``count(target)``, how many target elements are scored, and the label smoothing of the
-    loss that training minimizes (:meth:`training_loss`)."""
+    elements (samples, tokens, or regression outputs), ``predict(output)``, the predictions that :meth:`correct`
+    counts (None when accuracy is undefined: regression), ``count(target)``, how many target elements are scored,
+    and the label smoothing of the loss that training minimizes (:meth:`training_loss`)."""
 
     name: str
     loss: Callable[..., torch.Tensor]
-    correct: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None
-    predict: Callable[[torch.Tensor], torch.Tensor] | None = None
+    predict: Callable[[torch.Tensor], torch.Tensor] | None
     count: Callable[[torch.Tensor], int | torch.Tensor] = element_count
     label_smoothing: float = 0.0
+
+    def correct(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """How many predictions (samples, or tokens) are right, as a tensor on the device."""
+        return hits(self.predict(output), target)
 
     def training_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The mean loss that training minimizes: :attr:`loss` with the targets smoothed by :attr:`label_smoothing`."""
@@ -92,8 +89,8 @@ class Task:
         return self.loss(output, target)
 
 
-CLASSIFICATION = Task("classification", cross_entropy, correct_count, predicted_class)
-TRANSLATION = Task("translation", cross_entropy, correct_count, predicted_class, scored_count)  # never IGNORE
+CLASSIFICATION = Task("classification", cross_entropy, predicted_class)
+TRANSLATION = Task("translation", cross_entropy, predicted_class, scored_count)  # argmax is never IGNORE
 REGRESSION = Task("regression", squared_error, None)
 TASKS: dict[str, Task] = {task.name: task for task in (CLASSIFICATION, TRANSLATION, REGRESSION)}
 

@@ -83,10 +83,10 @@ class TrainedRun:
             output = functional_call(self.model, state, (self.x[start : start + batch_size],))
             target = self.y[start : start + batch_size]
             loss += self.task.loss(output, target, reduction="sum").item()
-            if self.task.correct is not None:
+            if self.task.predict is not None:
                 correct += self.task.correct(output, target).item()
         values = {"loss": loss / self.y.numel()}
-        return values | ({"acc": correct / self.y.numel()} if self.task.correct is not None else {})
+        return values | ({"acc": correct / self.y.numel()} if self.task.predict is not None else {})
 
 
 @dataclass(frozen=True)

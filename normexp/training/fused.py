@@ -210,7 +210,7 @@ class FusedRuns:
     def _accumulate(self, losses: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> None:
         count = targets[0].numel()
         self._loss_sum += losses.detach() * count
-        if self.task.correct is not None:
+        if self.task.predict is not None:
             self._correct += vmap(self.task.correct)(logits, targets)
         self._seen += count
 
@@ -228,7 +228,7 @@ class FusedRuns:
         self._correct.zero_()
         self._seen = 0
         return [
-            {"train/loss": loss[i], "lr": lrs[i]} | ({"train/acc": correct[i]} if self.task.correct else {})
+            {"train/loss": loss[i], "lr": lrs[i]} | ({"train/acc": correct[i]} if self.task.predict else {})
             for i in range(self.size)
         ]
 
@@ -242,12 +242,12 @@ class FusedRuns:
             x, y = self.test_x[self._which, start : start + batch], self.test_y[self._which, start : start + batch]
             logits = self.forward(x)
             loss += self._member_losses(logits, y, "sum")
-            if self.task.correct is not None:
+            if self.task.predict is not None:
                 correct += vmap(self.task.correct)(logits, y)
         targets = self.test_y[0].numel()
         losses, accuracies = (loss / targets).tolist(), (correct / targets).tolist()
         return [
-            {"test/loss": losses[i]} | ({"test/acc": accuracies[i]} if self.task.correct else {})
+            {"test/loss": losses[i]} | ({"test/acc": accuracies[i]} if self.task.predict else {})
             for i in range(self.size)
         ]
 

@@ -226,11 +226,11 @@ def evaluate(
         logits = model(x[start : start + batch_size])
         target = y[start : start + batch_size]
         loss += task.loss(logits, target, reduction="sum")
-        if task.correct:
+        if task.predict:
             correct += task.correct(logits, target)
     scored = float(task.count(y))
     metrics = {"test/loss": loss.item() / scored}
-    return metrics | ({"test/acc": correct.item() / scored} if task.correct else {})
+    return metrics | ({"test/acc": correct.item() / scored} if task.predict else {})
 
 
 class SingleRun:
