@@ -53,10 +53,12 @@ from normexp import (
 )
 from normexp.config import compose_config
 from normexp.errors import ConfigError
+from normexp.rundir import atomic_write
 from normexp.training import runner
 from normexp.training.assemble import assemble, select_device
 from normexp.training.batches import Batches, LoaderBatches
 from normexp.training.fused import FusedRuns
+from normexp.training.loop import Interrupted
 
 RESULTS_DIR = Path("results/bench")
 EXPERIMENTS = (
@@ -488,7 +490,7 @@ def run(args: argparse.Namespace) -> int:
     name = f"{'fused-' if args.fused else ''}{device_slug(device)}{'-quick' if args.quick else ''}.csv"
     out = args.out or RESULTS_DIR / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_csv(out, index=False)
+    atomic_write(out, lambda file: frame.to_csv(file, index=False))
     print(f"\n{format_table(summary_table(frame, by), by, ratio, args.markdown)}\n\nwrote {out}")
     print(headline)
     return 0
@@ -508,6 +510,8 @@ def run_overhead(args: argparse.Namespace, device: torch.device) -> tuple[pd.Dat
         try:
             warmup = args.warmup or 20
             frames.append(bench_experiment(cfg, variants, repeats, warmup, seconds, args.steps, args.peak_tflops))
+        except Interrupted:  # a stop signal (SIGTERM, Ctrl-C) ends the benchmark: nothing is written
+            raise
         except Exception as error:  # one experiment the runner cannot train yet must not cost the others
             print(f"{experiment}: skipped, {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             continue

@@ -4,6 +4,8 @@ FLOPs match a hand count, and a tiny run writes a tidy CSV. Nothing here asserts
 from __future__ import annotations
 
 import math
+import os
+import signal
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +13,7 @@ import pytest
 import torch
 
 from normexp import bench
+from normexp.training.loop import Interrupted, SingleRun
 
 SMOKE = ("--scale", "smoke", "--warmup", "2", "--steps", "5", "--repeats", "2")
 
@@ -120,6 +123,29 @@ def test_bench_writes_a_tidy_csv_and_ends_with_the_overhead_ratio(tmp_path: Path
     assert last.startswith("overhead ratio (runner / bare time per step")
     ratio = float(last.split(": ")[1].split()[0])
     assert math.isclose(ratio, frame.loc[frame["impl"] == "runner", "ratio"].median(), rel_tol=1e-3)
+
+
+def test_a_stop_signal_ends_the_bench_and_leaves_its_table_as_it_was(tmp_path: Path, monkeypatch) -> None:
+    """SIGTERM in the runner's window checkpoints the run and raises; the benchmark must stop there (not skip to the
+    next experiment) and must not replace the table it would have written."""
+    out = tmp_path / "bench.csv"
+    out.write_text("the table of an earlier benchmark\n")
+    train_step = SingleRun.train_step
+
+    def signalled_step(self, *args, **kwargs):
+        measured = train_step(self, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return measured
+
+    monkeypatch.setattr(SingleRun, "train_step", signalled_step)
+    handed_on = []  # the runner hands the signal on to the handler it found: record it instead of dying
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: handed_on.append(signum))
+    try:
+        with pytest.raises(Interrupted, match="SIGTERM"):
+            bench.main([*SMOKE, "--experiments", "ioffe2015-fig1", "batchsize", "--device", "cpu", "--out", str(out)])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert out.read_text() == "the table of an earlier benchmark\n"
 
 
 def test_fused_bench_pairs_fused_and_serial_windows(tmp_path: Path, capsys) -> None:

@@ -11,7 +11,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from normexp import models
-from normexp.config import compose_config
+from normexp.config import compose_config, expand_grid
 
 VGG_EXPERIMENTS = ("santurkar2018-vgg", "santurkar2018-noisy-bn", "qiao2019-ws-smoothness")
 INPUT_SHAPES = {"cpu": (1, 28, 28), "paper": (3, 32, 32)}
@@ -67,7 +67,21 @@ def test_xiong_warmups_share_the_inverse_sqrt_decay_after_the_longest(cli, out_d
     # the lr logged after `step` updates is the next update's, t = step + 1
     expected = {s: 1e-3 * math.sqrt(decay_start / max(s + 1, decay_start)) for s in lr}
     assert lr == pytest.approx(expected)
-    assert composed("xiong2020-warmup", "cpu").schedule.decay_start == 200
+
+
+@pytest.mark.parametrize("steps", [200, 800, 1600])
+def test_xiong_protocol_is_a_share_of_the_horizon_so_its_budget_map_changes_the_length_alone(steps: int) -> None:
+    """The paper's warm-ups are 0, 500 and 4000 of ~16k updates (0, 1/32, 1/4), its decay pivots at the longest, and
+    the curves hold 80 evaluations: at every horizon of the map, and at the primary 800 exactly the grid it had."""
+    grid = expand_grid(["experiment=xiong2020-warmup", "scale=cpu", f"train.steps={steps}", "seed=0"])
+    jobs = [composed("xiong2020-warmup", "cpu", *job) for job in grid]
+    warmups = sorted({cfg.schedule.warmup_steps for cfg in jobs})
+    assert warmups == [0, steps // 32, steps // 4]
+    assert {(cfg.schedule.decay_start, cfg.train.eval_every, cfg.train.log_every) for cfg in jobs} == {
+        (steps // 4, steps // 80, steps // 80)
+    }
+    if steps == 800:
+        assert warmups == [0, 25, 200] and jobs[0].train.eval_every == 10
 
 
 def conv_widths(cfg) -> list[int]:
