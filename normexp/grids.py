@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from normexp.errors import ConfigError
 from normexp.rundir import atomic_write
@@ -57,6 +58,31 @@ class SurfaceSettings:
         if unknown:
             raise ConfigError(f"probe surface: unknown option(s) {unknown}.", choices=known)
         return cls(**options)
+
+    @classmethod
+    def of(cls, cfg: Any) -> SurfaceSettings:
+        """The settings a run's (or an experiment's) config sets in ``probes.surface``; the defaults where it sets
+        none."""
+        options = OmegaConf.select(cfg, "probes.surface")
+        return cls.parse(OmegaConf.to_container(options) if options is not None else {})
+
+    def departures(self, meta: dict[str, Any]) -> list[str]:
+        """How a stored surface's ``meta`` departs from these settings (empty: it was made with them). A surface on
+        fewer evaluation samples than ``samples`` may have used a whole smaller training set: only its computation,
+        which loads the data, can tell."""
+        expected = {
+            "points": self.points_2d if meta.get("dims") == 2 else self.points_1d,
+            "span": self.span,
+            "seed": self.seed,
+            "low": self.alpha_min,
+            "high": self.alpha_max,
+        }
+        departures = [
+            f"{key} {meta[key]}, not {value}" for key, value in expected.items() if meta.get(key, value) != value
+        ]
+        if meta.get("samples", 0) > self.samples:
+            departures.append(f"samples {meta['samples']}, not {self.samples}")
+        return departures
 
 
 @dataclass(frozen=True)

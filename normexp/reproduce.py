@@ -16,7 +16,9 @@ from omegaconf import OmegaConf
 from normexp import claims, sweep, tracking
 from normexp.analysis import load_runs
 from normexp.claims import Claim, Results, Verdict, sensitivity
+from normexp.config import compose_config
 from normexp.errors import UserError
+from normexp.grids import SURFACES, Grid, SurfaceSettings
 from normexp.rundir import atomic_write, write_json
 
 REPOSITORY_RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -44,6 +46,27 @@ def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple
             if axis.experiment == experiment:
                 jobs += [job for override in axis.overrides() for job in sweep.launch([*overrides, override], True)]
     return jobs, sweep.report(jobs)
+
+
+def check_stored_surfaces(claim: Claim, scale: str, extra: list[str], target: Path) -> None:
+    """Before any run: a stored surface made with other settings than the claim's experiments set now
+    (``probes.surface``) is a :class:`UserError` here, not once the grid has trained and the surface is recomputed."""
+    folder = target / SURFACES
+    if claim.surfaces is None or not folder.is_dir():
+        return
+    probes = [override for override in extra if override.lstrip("+~").startswith("probes.")]
+    settings = [
+        SurfaceSettings.of(compose_config([f"experiment={experiment}", f"scale={scale}", *probes]))
+        for experiment in claim.experiments
+    ]
+    for path in sorted(folder.glob("*.npz")):
+        departures = [setting.departures(Grid.read(path).meta) for setting in settings]
+        if all(departures):
+            raise UserError(
+                f"{path} holds a surface made with other settings than {claim.id} sets at scale {scale} "
+                f"({'; '.join(departures[0])}).",
+                fix=f"delete it (rm {path}) to compute it with the current settings after the runs",
+            )
 
 
 def open_choices(claim: Claim, scale: str, extra: list[str]) -> list[sensitivity.Axis]:
@@ -125,8 +148,9 @@ def reproduce(
 ) -> tuple[Verdict, int]:
     """Run, store, draw and judge one claim; return its verdict and the sweep's exit status."""
     claim = claims.get(claim_id)
-    jobs, status = run_claim(claim, scale, out_dir, extra)
     target = results_dir(claim_id, scale, root)
+    check_stored_surfaces(claim, scale, extra, target)
+    jobs, status = run_claim(claim, scale, out_dir, extra)
     results = store([job.run_dir for job in jobs], target)
     analyse(claim, results, target)
     axes = open_choices(claim, scale, extra)

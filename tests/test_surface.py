@@ -193,3 +193,38 @@ def test_surface_settings_come_from_the_run_config_and_the_script_overrides_them
     meta = json.loads(str(np.load(out.with_suffix(".npz"))["meta"]))
     assert (meta["points"], meta["span"], meta["samples"]) == (4, 0.5, 64)
     assert out.with_suffix(".png").exists()
+
+
+def _stored(path: Path, dims: int, points: int, **meta) -> Path:
+    """A stored (empty) random surface made with ``points`` per axis."""
+    coords = grid_coordinates(dims, points, -1.0, 1.0)
+    settings = {"kind": "random", "run": "norm=bn,seed=0", "dims": dims, "points": points, "span": 1.0, "seed": 0}
+    Grid.open(path, coords, settings | {"samples": 64} | meta).save()
+    return path
+
+
+def test_a_stored_surface_departs_from_settings_that_would_not_have_made_it(tmp_path: Path) -> None:
+    settings = SurfaceSettings(points_1d=5, points_2d=3, samples=64)
+    assert settings.departures(Grid.read(_stored(tmp_path / "a.npz", 1, 5)).meta) == []
+    assert settings.departures(Grid.read(_stored(tmp_path / "b.npz", 2, 3)).meta) == []
+    assert settings.departures(Grid.read(_stored(tmp_path / "c.npz", 2, 5)).meta) == ["points 5, not 3"]
+    assert settings.departures(Grid.read(_stored(tmp_path / "d.npz", 1, 5, samples=128)).meta) == [
+        "samples 128, not 64"
+    ]
+    # fewer samples than asked for: the whole of a smaller training set, which only the data can tell
+    assert settings.departures(Grid.read(_stored(tmp_path / "e.npz", 1, 5, samples=32)).meta) == []
+    interpolation = {"kind": "interpolation", "points": 5, "low": -1.0, "high": 1.5, "samples": 64}
+    assert settings.departures(interpolation) == ["low -1.0, not -0.5"]
+
+
+def test_reproduce_stops_before_any_run_at_a_stored_surface_made_with_other_settings(cli, tmp_path: Path) -> None:
+    """li2018-landscape's smoke scale sets 5 points a 1-D surface; a stored 9-point one would only be found stale
+    after the grid trained. It stops reproduce at once (exit 2), naming the file and the fix; nothing runs."""
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    stale = _stored(results / "li2018-landscape" / "smoke" / "surfaces" / "bn-seed0-1d.npz", 1, 9)
+    status, _, err = cli(
+        "reproduce", "li2018-landscape", "--scale", "smoke", "--results", str(results), "--out-dir", str(runs)
+    )
+    assert status == 2
+    assert str(stale) in err and "points 9, not 5" in err and "delete it" in err
+    assert not runs.exists()

@@ -48,8 +48,7 @@ VARIANCE = "running_var"
 
 def surface_settings(run_dir: Path) -> SurfaceSettings:
     """The surface settings of a run folder's config (``probes.surface``; the defaults where it sets none)."""
-    options = OmegaConf.select(OmegaConf.load(Path(run_dir) / CONFIG_FILE), "probes.surface")
-    return SurfaceSettings.parse(OmegaConf.to_container(options) if options is not None else {})
+    return SurfaceSettings.of(OmegaConf.load(Path(run_dir) / CONFIG_FILE))
 
 
 @dataclass(frozen=True)
