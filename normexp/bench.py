@@ -66,7 +66,7 @@ EXPERIMENTS = (
     "batchsize",  # ResNet-8 (16/32/64 channels, pooled head), the micro-batch grid's model
     "santurkar2018-vgg",  # small VGG with BN, batch 128
     "qiao2019-ws-smoothness",  # the same VGG with GN + weight standardization
-    "li2018-skip",  # ResNet-20's depth at 4/8/16 channels
+    "li2018-skip",  # ResNet-56 at half width (8/16/32 channels), pad-crop-flip augmentation
     "santurkar2018-dln",  # 25-layer deep linear network, full batch, regression
     "xiong2020-warmup",  # 6-block byte-level Transformer LM
 )
