@@ -84,7 +84,7 @@ def test_xiong_protocol_is_a_share_of_the_horizon_so_its_budget_map_changes_the_
         assert warmups == [0, 25, 200] and jobs[0].train.eval_every == 10
 
 
-@pytest.mark.parametrize("width", [64, 128, 512])
+@pytest.mark.parametrize("width", [32, 64, 128, 512])
 def test_xiong_gradnorm_width_map_keeps_the_papers_ffn_of_twice_the_width(width: int) -> None:
     cfg = composed("xiong2020-gradnorm", "cpu", f"model.width={width}")
     assert (cfg.model.ffn, cfg.model.heads) == (2 * width, 4)
