@@ -199,6 +199,17 @@ def test_gradnorm_claim_fails_when_post_ln_grows_with_depth_and_falls_per_layer(
         "4d: Post-LN's per-layer gradient norms rise with the layer index (ρ > 0 at every depth)",
         "4d: Pre-LN's per-layer gradient norms are flat (CV < 20%) or falling (ρ ≤ 0) at every depth",
     ]
+    verdict = claims.get("xiong2020-gradnorm").verify(gradnorm_results(last, per_layer), "test")
+    margins = [check.margin for check in verdict.checks]
+    # Post-LN's last norm 0.2·depth over depths 6..14: CV = std/mean of (6, 8, 10, 12, 14), noise ±2% aside
+    depths = np.array([6, 8, 10, 12, 14])
+    assert margins[0] == pytest.approx(0.20 - depths.std() / depths.mean(), abs=0.01)
+    assert margins[1] == pytest.approx(1.0)  # Pre-LN's last norm falls monotonically: ρ = −1
+    assert margins[2] == pytest.approx(-1.0)  # Post-LN's per-layer norms fall: ρ = −1 at every depth
+    # Pre-LN's per-layer norms rise 0.2·(1 + layer): ρ = +1, so the slack is 0.20 − CV where it is largest (14)
+    layers = np.arange(1, 15)
+    assert margins[3] == pytest.approx(0.20 - layers.std() / layers.mean(), abs=0.01)
+    assert all(m < 0 for m, c in zip(margins, verdict.checks, strict=True) if not c.passed)
 
 
 def test_figures_are_drawn_with_diverged_cells(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 import matplotlib.colors
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 from normexp import plotting
 from normexp.analysis import aggregate, curves
@@ -415,21 +416,26 @@ def gradnorm_criteria(results: Results) -> list[Check]:
             "4d: Post-LN's last-FFN gradient norm varies < 20% across depths",
             cv < DEPTH_CV,
             f"CV {cv:.3f}; medians {medians(post)}",
+            margin=DEPTH_CV - cv,
         ),
         Check(
             "4d: Pre-LN's last-FFN gradient norm decreases with depth",
             rho < 0,
             f"Spearman ρ {rho:.2f}; medians {medians(pre)}",
+            margin=-rho,
         ),
         Check(
             "4d: Post-LN's per-layer gradient norms rise with the layer index (ρ > 0 at every depth)",
             bool(post_rho) and all(r > 0 for r in post_rho.values()),
             ", ".join(f"L{d}: ρ {r:.2f}" for d, r in sorted(post_rho.items())),
+            margin=min(post_rho.values(), default=None),
         ),
         Check(
             "4d: Pre-LN's per-layer gradient norms are flat (CV < 20%) or falling (ρ ≤ 0) at every depth",
             bool(pre_shape) and all(r <= 0 or c < DEPTH_CV for r, c in pre_shape.values()),
             ", ".join(f"L{d}: ρ {r:.2f}, CV {c:.2f}" for d, (r, c) in sorted(pre_shape.items())),
+            # the depth nearest to failing: its slack on the better of its two ways to pass (ρ = 0 passes at 0)
+            margin=min((max(-r, DEPTH_CV - c) for r, c in pre_shape.values()), default=None),
         ),
     ]
 
@@ -454,6 +460,7 @@ def gradnorm_plot(results: Results, out: Path) -> list[Path]:
         for depth, cell in per_layer[per_layer[POSITION] == position].groupby(DEPTH):
             plotting.band(ax, cell, f"{int(depth)}", looks[depth], x="layer", markevery=1)
         ax.set(title=f"{label}: ‖E[∇W²]‖ per layer", xlabel="layer index", ylabel="gradient norm", ylim=(0, None))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[2].legend(title="layers", ncols=2, loc="upper right")
     n = plotting.cell_counts(results.summary, [DEPTH, POSITION])
     plotting.note(fig, plotting.band_note(n))
