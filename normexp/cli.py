@@ -48,9 +48,20 @@ def complete(argv: list[str]) -> int:
 def _claim_ids(names: Sequence[str]) -> list[str]:
     if not names or list(names) == ["all"]:
         return sorted(claims.CLAIMS)
+    _refuse_positional_overrides([name for name in names if "=" in name])
     for name in names:
         claims.get(name)
     return list(names)
+
+
+def _refuse_positional_overrides(overrides: Sequence[str]) -> None:
+    """``normexp run`` takes Hydra overrides as arguments, the claim commands after ``--override``: say so."""
+    if overrides:
+        raise UserError(
+            f"{' '.join(overrides)}: a claim command takes claim ids as arguments, and Hydra overrides (reproduce "
+            "only) after --override.",
+            fix=" ".join(f"--override {override}" for override in overrides),
+        )
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -247,7 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(argv[1:])
         if argv[:1] and argv[0] in SHELL_COMPLETION:
             return complete(argv)
-        args = parser().parse_args(argv)
+        args, unknown = parser().parse_known_args(argv)
+        if unknown:  # argparse's own message, unless they look like Hydra overrides after the options
+            _refuse_positional_overrides([arg for arg in unknown if "=" in arg and not arg.startswith("-")])
+            parser().parse_args(argv)
         return args.func(args)
     except UserError as error:
         print(f"normexp: error: {error.message}", file=sys.stderr)

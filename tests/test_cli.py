@@ -60,6 +60,8 @@ BAD_INPUT = [
         "one by one",
     ),
     (("reproduce", "nope"), "unknown claim 'nope'", "ioffe2015-fig1"),
+    (("reproduce", "ioffe2015-fig1", "--scale", "smoke", "launcher=joblib"), "after --override", "--override launcher"),
+    (("reproduce", "launcher=joblib", "ioffe2015-fig1"), "Hydra overrides", "--override launcher=joblib"),
     (("verify", "nope"), "unknown claim 'nope'", "ioffe2015-lr"),
 ]
 
