@@ -258,10 +258,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_run(argv[1:])
         if argv[:1] and argv[0] in SHELL_COMPLETION:
             return complete(argv)
-        args, unknown = parser().parse_known_args(argv)
+        command_line = parser()
+        args, unknown = command_line.parse_known_args(argv)
         if unknown:  # argparse's own message, unless they look like Hydra overrides after the options
             _refuse_positional_overrides([arg for arg in unknown if "=" in arg and not arg.startswith("-")])
-            parser().parse_args(argv)
+            command_line.error(f"unrecognized arguments: {' '.join(unknown)}")
         return args.func(args)
     except UserError as error:
         print(f"normexp: error: {error.message}", file=sys.stderr)

@@ -60,7 +60,8 @@ def check_stored_surfaces(claim: Claim, scale: str, extra: list[str], target: Pa
         for experiment in claim.experiments
     ]
     for path in sorted(folder.glob("*.npz")):
-        departures = [setting.departures(Grid.read(path).meta) for setting in settings]
+        meta = Grid.read(path).meta
+        departures = [setting.departures(meta) for setting in settings]
         if all(departures):
             raise UserError(
                 f"{path} holds a surface made with other settings than {claim.id} sets at scale {scale} "
