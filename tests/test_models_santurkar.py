@@ -36,6 +36,29 @@ def test_small_vgg_flattens_what_the_pools_leave(compose) -> None:
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.parametrize(
+    ("factor", "widths"),
+    [(None, [64, 128, 256, 256]), (0.5, [32, 64, 128, 128]), (2, [128, 256, 512, 512]), (0.001, [1, 1, 1, 1])],
+)
+def test_width_factor_multiplies_every_conv_width(compose, factor, widths) -> None:
+    model = build(
+        compose,
+        (3, 32, 32),
+        "model=santurkar_vgg",
+        "model.channels=[64,M,128,M,256,256,M]",
+        f"model.width_factor={'null' if factor is None else factor}",
+        "norm=bn",
+    )
+    assert [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)] == widths
+    assert model.classifier.in_features == widths[-1] * 4 * 4
+
+
+@pytest.mark.parametrize("factor", [0, -1, "wide"])
+def test_width_factor_must_be_positive(compose, factor) -> None:
+    with pytest.raises(ConfigError, match="width_factor"):
+        build(compose, (3, 32, 32), "model=santurkar_vgg", f"model.width_factor={factor}", "norm=bn")
+
+
 def test_standard_deep_linear_network_is_a_product_of_matrices(compose) -> None:
     model = build(compose, (10,), "model=deep_linear", "norm=none")
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]

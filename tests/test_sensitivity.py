@@ -48,6 +48,18 @@ def test_map_table_marks_each_criterion_at_each_setting() -> None:
     assert "optim.lr=3" in sensitivity.map_table(verdict, markdown=False).splitlines()[0]
 
 
+def test_a_primary_left_unset_selects_the_runs_without_the_key_and_reads_null() -> None:
+    """A knob added later with default null (the VGG's width_factor): the runs made before it have no column or
+    NaN, and those are the primary's."""
+    results = two_settings()
+    summary = results.summary.assign(**{"optim.lr": results.summary["optim.lr"].where(lambda lr: lr != 1.0)})
+    unset = sensitivity.Axis("ioffe2015-fig1", "optim.lr", None, (3.0,), "a knob whose default is null")
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), Results(results.runs, summary), "test", [unset])
+    assert verdict.verdict == "reproduced" and verdict.n_runs == 6
+    assert verdict.sensitivity[0].verdict == "not reproduced"
+    assert sensitivity._primary_label(verdict) == "lr=null"
+
+
 def test_a_choice_of_another_experiment_shows_the_primarys_cells_as_such(tmp_path: Path) -> None:
     """A claim that reads two experiments (Santurkar's VGG and DLN) maps each one's choices: a column for the other
     experiment's choice judges this experiment's criteria on the primary's very runs, and says so instead of

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from normexp.claims import Check, Claim, Results, Verdict, mark
 from normexp.errors import UserError
+from normexp.identity import normal_form
 
 SENSITIVITY_DIR = "sensitivity"
 """The config folder (beside ``at_scale``) that holds each experiment's open choices per scale."""
@@ -159,7 +160,7 @@ def map_table(verdict: Verdict, markdown: bool = True) -> str:
 def _column_label(setting: dict[str, Any], short: bool = False) -> str:
     """``key=value``; ``short``: the key's last part (``init_gain=0.8``), for a figure's narrow columns."""
     value = setting["value"]
-    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    shown = f"{value:g}" if isinstance(value, float) else normal_form(value)
     key = setting["key"].rsplit(".", 1)[-1] if short else setting["key"]
     return f"{key}={shown}"
 

@@ -3,7 +3,8 @@
 The paper does not give the exact configuration; the usual reading is VGG-11 (configuration A): 3×3 convs (padding
 1) -> norm -> ReLU, 2×2 max-pools, and one linear classifier on the flattened features (the common CIFAR
 adaptation). ``channels`` lists the convs' widths with ``M`` for a pool, so the CPU scale runs a small net of the
-same form on Fashion-MNIST. ``init`` picks the weights' init, which the paper does not give: ``torch`` keeps torch's
+same form on Fashion-MNIST; ``width_factor`` multiplies every conv's width (rounded, at least 1), so a width map needs
+no second list. ``init`` picks the weights' init, which the paper does not give: ``torch`` keeps torch's
 default, ``he`` is the He-normal fan-out init of torchvision's VGG and the common CIFAR VGG code (convs; the
 classifier N(0, 0.01²); biases 0), under which a VGG without norm trains from scratch.
 """
@@ -86,4 +87,16 @@ def build_vgg(cfg: Any, norm: NormSpec, input_shape: tuple[int, ...], num_classe
     init = cfg.get("init", "torch")
     if init not in INITS:
         raise ConfigError(f"model.init={init!r} is not a VGG init; valid: {', '.join(INITS)}.", fix="model.init=he")
-    return VGG(input_shape, list(cfg.channels), num_classes, norm, init)
+    return VGG(input_shape, scaled(list(cfg.channels), cfg.get("width_factor")), num_classes, norm, init)
+
+
+def scaled(channels: list[int | str], factor: float | None) -> list[int | str]:
+    """``channels`` with every width multiplied by ``factor`` (rounded, at least 1); as listed when it is None."""
+    if factor is None:
+        return channels
+    if not isinstance(factor, (int, float)) or isinstance(factor, bool) or factor <= 0:
+        raise ConfigError(
+            f"model.width_factor={factor!r} must be a positive number (or null: the widths as listed).",
+            fix="model.width_factor=0.5 halves every conv's width",
+        )
+    return [item if item == POOL else max(1, round(int(item) * factor)) for item in channels]
