@@ -137,6 +137,18 @@ def test_warmup_claim_fails_the_criterion_that_the_results_break(change: dict, f
     assert len(names) == len(failing) and all(any(n.startswith(prefix) for n in names) for prefix in failing), names
 
 
+def test_warmup_criteria_keep_their_names_whichever_lrs_post_ln_trains_at() -> None:
+    """A sensitivity map has one row per criterion, so no name may carry the lrs the grid finds trainable."""
+
+    def names(cells: dict) -> list[str]:
+        return [c.name for c in claims.get("xiong2020-warmup").verify(warmup_results(cells), "t").checks]
+
+    trains_at_all = PAPER_LIKE | {("post", 1e-2, 200): (2.5, 120)}
+    trains_at_one = PAPER_LIKE | {("post", lr, 200): STUCK for lr in LRS[1:]}
+    assert names(trains_at_all) == names(PAPER_LIKE) == names(trains_at_one)
+    assert len(names(PAPER_LIKE)) == 5
+
+
 def test_warmup_claim_without_the_plateau_or_a_cell_is_insufficient_data() -> None:
     results = warmup_results(PAPER_LIKE)
     no_plateau = Results(results.runs, results.summary.drop(columns=["final/probe/unigram_loss"]))

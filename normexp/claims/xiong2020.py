@@ -187,24 +187,30 @@ def _criterion_4a(grid: WarmupGrid) -> list[Check]:
     ]
 
 
+WORSENS = "4b: Post-LN's loss worsens as warm-up shortens (at the larger lr_max)"
+STEEPER = "4b: more steeply at the larger lr_max"
+"""4b's two criteria. Their names do not carry the lrs (what they measured does): the two largest lrs at which Post-LN
+trains move with the setting, and a sensitivity map needs one row per criterion."""
+
+
 def _criterion_4b(grid: WarmupGrid) -> list[Check]:
     trainable = grid.trainable_lrs()
     if len(trainable) < 2:
         lrs = ", ".join(f"{lr:g}" for lr in trainable) or "none"
         message = f"Post-LN with warm-up {grid.longest} converges at {len(trainable)} lr (needs 2): {lrs}"
-        return [Check("4b: Post-LN worsens as warm-up shortens, more steeply at the larger lr_max", False, message)]
+        return [Check(WORSENS, False, message), Check(STEEPER, False, message)]
     low, high = trainable[-2:]
     capped = [grid.capped("post", high, w) for w in grid.warmups]
     monotone = all(a >= b for a, b in itertools.pairwise(capped)) and capped[0] > capped[-1]
     return [
         Check(
-            f"4b: Post-LN's loss worsens as warm-up shortens (lr {high:g})",
+            WORSENS,
             monotone,
             grid.describe("post", high),
             margin=min(min(a - b for a, b in itertools.pairwise(capped)), capped[0] - capped[-1]),
         ),
         Check(
-            f"4b: more steeply at the larger lr_max ({high:g} vs {low:g})",
+            STEEPER,
             grid.worsening(high) > grid.worsening(low),
             f"mean excess over w{grid.longest}: {grid.worsening(high):.3f} at {high:g} vs "
             f"{grid.worsening(low):.3f} at {low:g}; {grid.describe('post', low)}",
