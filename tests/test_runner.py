@@ -10,6 +10,7 @@ import pytest
 from omegaconf import open_dict
 
 from normexp.bench import build_bare
+from normexp.training import loop
 from normexp.training.runner import train
 
 SMOKE = "ioffe2015-fig1/smoke"
@@ -106,7 +107,13 @@ def test_the_checkpoint_of_an_ended_run_is_kept_unless_asked_not_to(compose, tmp
     assert (tmp_path / "run" / "checkpoint.pt").exists() is keep
 
 
-def test_logged_training_metrics_are_each_interval_s_mean_over_its_steps(compose, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pending", [None, 1], ids=["counted-when-logged", "counted-every-step"])
+def test_logged_training_metrics_are_each_interval_s_mean_over_its_steps(
+    compose, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pending: int | None
+) -> None:
+    """Also when the outputs kept for the accuracy exceed their bound and are counted at once (``pending=1``)."""
+    if pending is not None:
+        monkeypatch.setattr(loop, "PENDING_OUTPUTS", pending)
     cfg = compose("norm=bn", "train.steps=6", "train.log_every=3")
     with open_dict(cfg):
         cfg.probes = {}  # the replay below runs no probes
