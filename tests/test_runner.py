@@ -134,3 +134,17 @@ def test_logged_training_metrics_are_each_interval_s_mean_over_its_steps(
     for step in (3, 6):
         assert metrics.loc[step, "train/loss"] == pytest.approx(sum(losses[step - 3 : step]) / 3, rel=1e-6)
         assert metrics.loc[step, "train/acc"] == pytest.approx(sum(accuracies[step - 3 : step]) / 3)
+
+
+@pytest.mark.gpu
+def test_training_accuracy_under_cuda_graphs_is_the_eager_runs(compose, tmp_path: Path) -> None:
+    """CUDA graphs replay into one output buffer: the outputs kept for the accuracy must not all read the last step."""
+    accuracies = []
+    for fast_path in ("none", "cuda_graphs"):
+        cfg = compose("norm=bn", "train.steps=6", "train.log_every=3", "device=cuda", f"fast_path={fast_path}")
+        with open_dict(cfg):
+            cfg.probes = {}
+        train(cfg, tmp_path / fast_path)
+        metrics = pd.read_parquet(tmp_path / fast_path / "metrics.parquet")
+        accuracies.append(metrics[metrics["metric"] == "train/acc"]["value"].tolist())
+    assert accuracies[1] == pytest.approx(accuracies[0], abs=0.02)

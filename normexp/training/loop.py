@@ -255,6 +255,9 @@ class SingleRun:
         # change it; more than PENDING_OUTPUTS elements waiting (a large vocabulary's logits) are counted at once.
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._pending = 0
+        # A CUDA graph (fast_path cuda_graphs, or a compile mode that captures one) replays into the same output
+        # buffer every step, so off the CPU the kept outputs are copies.
+        self._copy_outputs = self.device.type != "cpu"
         self._seen = 0
         self.model.train()
 
@@ -286,7 +289,8 @@ class SingleRun:
                 else:
                     self._loss_sum.add_(loss.detach() * scored)
                 if self.task.predict:
-                    self._keep_output(logits.detach(), ys)
+                    output = logits.detach()
+                    self._keep_output(output.clone() if self._copy_outputs else output, ys)
                 self._seen += scored
         self.optimizer.step()
         self.scheduler.step()
