@@ -22,9 +22,10 @@ def pdf_page_and_fonts(path: Path) -> tuple[tuple[float, float], list[float]]:
     data = path.read_bytes()
     box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)\s*\]", data)
     sizes = []
-    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", data, flags=re.S):
+    # Not "\r?\nendstream": compressed data may end in a \r byte; what follows the zlib stream is ignored.
+    for stream in re.findall(rb"stream\r?\n(.*?)\nendstream", data, flags=re.S):
         try:
-            text = zlib.decompress(stream)
+            text = zlib.decompressobj().decompress(stream)
         except zlib.error:
             continue  # an embedded font or image, not a content stream
         sizes += [float(size) for size in re.findall(rb"/\S+ ([\d.]+) Tf", text)]
