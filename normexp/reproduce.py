@@ -44,7 +44,7 @@ def run_claim(claim: Claim, scale: str, out_dir: str, extra: list[str]) -> tuple
         jobs += sweep.launch(overrides, multirun=True)
         for axis in open_choices(claim, scale, extra):
             if axis.experiment == experiment:
-                jobs += [job for override in axis.overrides() for job in sweep.launch([*overrides, override], True)]
+                jobs += [job for column in axis.overrides() for job in sweep.launch([*overrides, *column], True)]
     return jobs, sweep.report(jobs)
 
 
@@ -74,7 +74,7 @@ def open_choices(claim: Claim, scale: str, extra: list[str]) -> list[sensitivity
     """The claim's open choices that ``extra`` leaves open: a choice the user overrides is theirs to set, so its
     map is neither run nor judged."""
     given = {override.split("=", 1)[0].lstrip("+~") for override in extra}
-    return [axis for axis in sensitivity.claim_axes(claim, scale) if axis.key not in given]
+    return [axis for axis in sensitivity.claim_axes(claim, scale) if not axis.keys & given]
 
 
 def store(run_dirs: list[Path], target: Path) -> Results:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
+from torch import nn
 
-from normexp import claims, reproduce
+from normexp import claims, models, reproduce
 from normexp.claims import Check, Results, sensitivity
 from normexp.config import compose_config, validate
 from normexp.errors import UserError
@@ -92,8 +93,41 @@ def test_a_setting_without_runs_is_insufficient_data_in_the_map_only() -> None:
 def test_axes_read_the_primary_from_the_composed_config() -> None:
     axes = {axis.key: axis for axis in sensitivity.axes_of("ioffe2015-fig1", "cpu")}
     assert axes["train.steps"].primary == 50000 and 50000 not in axes["train.steps"].others
-    assert axes["optim.lr"].overrides() == [f"optim.lr={v}" for v in axes["optim.lr"].others]
+    assert axes["optim.lr"].overrides() == [[f"optim.lr={v}"] for v in axes["optim.lr"].others]
     assert sensitivity.axes_of("ioffe2015-fig1", "smoke") == ()
+
+
+def test_a_companion_key_follows_each_value_and_is_labelled_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`with` sets another key beside each value (GN's groups following the width); the primary's value is dropped
+    with its companion, and the map labels both, the primary with the companion's composed value."""
+    path = tmp_path / "cpu.yaml"
+    path.write_text("optim.lr:\n  values: [1.0, 2.0, 3.0]\n  with: {train.batch_size: [30, 60, 90]}\n")
+    monkeypatch.setattr(sensitivity, "axes_file", lambda experiment, scale: path)
+    sensitivity.axes_of.cache_clear()
+    [axis] = sensitivity.axes_of("ioffe2015-fig1", "cpu")
+    sensitivity.axes_of.cache_clear()
+    assert axis.others == (1.0, 3.0) and axis.keys == {"optim.lr", "train.batch_size"}
+    assert axis.overrides() == [["optim.lr=1.0", "train.batch_size=30"], ["optim.lr=3.0", "train.batch_size=90"]]
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [axis])
+    assert [entry.verdict for entry in verdict.sensitivity] == ["reproduced", "not reproduced"]  # by the lr alone
+    assert sensitivity.map_table(verdict).splitlines()[0] == (
+        "| criterion | primary | optim.lr=1, train.batch_size=30 | optim.lr=3, train.batch_size=90 |"
+    )
+    assert sensitivity._primary_label(verdict) == "lr=2\nbatch_size=60"
+    assert reproduce.open_choices(claims.get("ioffe2015-fig1"), "cpu", ["train.batch_size=8"]) == []
+
+
+@pytest.mark.parametrize("companion", ["{optim.nonsense: [1, 2]}", "{train.batch_size: [30]}", "{train.batch_size: 8}"])
+def test_a_malformed_companion_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, companion: str) -> None:
+    path = tmp_path / "cpu.yaml"
+    path.write_text(f"optim.lr:\n  values: [0.3, 3.0]\n  with: {companion}\n")
+    monkeypatch.setattr(sensitivity, "axes_file", lambda experiment, scale: path)
+    sensitivity.axes_of.cache_clear()
+    with pytest.raises(UserError, match=r"one value per value of 'optim\.lr'"):
+        sensitivity.axes_of("ioffe2015-fig1", "cpu")
+    sensitivity.axes_of.cache_clear()
 
 
 def test_a_malformed_sensitivity_file_names_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -130,15 +164,30 @@ def test_reproduce_runs_the_grid_once_more_per_other_value(
 
 
 def mapped_settings() -> list[tuple[str, str]]:
-    """(experiment, override) for every other value of every open choice of every claim at the cpu scale."""
+    """(experiment, overrides) for every other value of every open choice of every claim at the cpu scale."""
     experiments = dict.fromkeys(e for claim in claims.CLAIMS.values() for e in claim.experiments)
     return [(e, o) for e in experiments for axis in sensitivity.axes_of(e, "cpu") for o in axis.overrides()]
 
 
-@pytest.mark.parametrize(("experiment", "override"), mapped_settings())
-def test_every_mapped_setting_composes_and_validates(experiment: str, override: str) -> None:
+@pytest.mark.parametrize(("experiment", "overrides"), mapped_settings())
+def test_every_mapped_setting_composes_and_validates(experiment: str, overrides: list[str]) -> None:
     """Each map column is a config the runner accepts: a typo in a sensitivity file fails here, not in its grid."""
-    cfg = compose_config([f"experiment={experiment}", "scale=cpu", override], return_hydra_config=True)
+    cfg = compose_config([f"experiment={experiment}", "scale=cpu", *overrides], return_hydra_config=True)
     validate(cfg)
-    key, value = override.split("=", 1)
-    assert str(OmegaConf.select(cfg, key)) == value
+    for override in overrides:
+        key, value = override.split("=", 1)
+        assert str(OmegaConf.select(cfg, key)) == value
+
+
+def test_qiaos_width_map_keeps_the_papers_channels_per_group() -> None:
+    """Qiao et al. run GN with 32 groups on VGG-11's 64-512 channels; each width of the map, the primary's included,
+    keeps those channels per group at every GN layer."""
+    vgg11 = [64, 128, 256, 256, 512, 512, 512, 512]
+    [width] = [
+        axis for axis in sensitivity.axes_of("qiao2019-ws-smoothness", "cpu") if axis.key == "model.width_factor"
+    ]
+    for overrides in [[], *width.overrides()]:
+        cfg = compose_config(["experiment=qiao2019-ws-smoothness", "scale=cpu", *overrides])
+        model = models.from_config(cfg, (1, 28, 28), 10)
+        per_group = [m.num_channels // m.num_groups for m in model.modules() if isinstance(m, nn.GroupNorm)]
+        assert per_group == [channels // 32 for channels in vgg11], overrides

@@ -10,7 +10,15 @@ beside the primary, and why:
       values: [0.1, 0.3, 3.0]
       why: the paper gives no lr; the primary is ...
 
-``reproduce`` runs the experiment's grid once more per other value, with that one override (:func:`overrides`).
+A choice that another key must follow by a rule (GroupNorm's group count keeping the paper's channels per group as
+the width changes) lists that key's value beside each of its own under ``with``:
+
+    model.width_factor:
+      values: [0.25, 0.5]
+      with: {norm.groups: [1, 2]}
+
+``reproduce`` runs the experiment's grid once more per other value, with that override and its companions
+(:meth:`Axis.overrides`).
 :func:`select` keeps the runs at one setting, every other axis at its primary value, so the claim's verdict is
 judged on the primary runs and each map entry on its own runs: the map says where a claim holds and where it stops.
 """
@@ -22,12 +30,12 @@ from dataclasses import dataclass
 from functools import cache
 from numbers import Number
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import yaml
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from normexp.claims import Check, Claim, Results, Verdict, mark
 from normexp.errors import UserError
@@ -37,19 +45,42 @@ SENSITIVITY_DIR = "sensitivity"
 """The config folder (beside ``at_scale``) that holds each experiment's open choices per scale."""
 
 
+class Companion(NamedTuple):
+    """A key that follows an open choice: its primary value, and its value beside each of the choice's others."""
+
+    key: str
+    primary: Any
+    values: tuple[Any, ...]
+
+
 @dataclass(frozen=True)
 class Axis:
-    """One open choice of an experiment: its config ``key``, the ``primary`` value and the ``others`` tried."""
+    """One open choice of an experiment: its config ``key``, the ``primary`` value and the ``others`` tried; each
+    key of ``together`` takes its listed value beside the other value at the same position."""
 
     experiment: str
     key: str
     primary: Any
     others: tuple[Any, ...]
     why: str
+    together: tuple[Companion, ...] = ()
 
-    def overrides(self) -> list[str]:
-        """One Hydra override per other value."""
-        return [f"{self.key}={value}" for value in self.others]
+    @property
+    def keys(self) -> set[str]:
+        """The config keys a map column sets: the choice's and its companions'."""
+        return {self.key, *(companion.key for companion in self.together)}
+
+    def companions(self, value: Any) -> dict[str, Any]:
+        """The companion keys' values beside ``value`` (one of ``others``)."""
+        position = self.others.index(value)
+        return {companion.key: companion.values[position] for companion in self.together}
+
+    def overrides(self) -> list[list[str]]:
+        """The Hydra overrides of each other value: the value and its companions."""
+        return [
+            [f"{key}={each}" for key, each in {self.key: value, **self.companions(value)}.items()]
+            for value in self.others
+        ]
 
 
 def axes_file(experiment: str, scale: str) -> Path:
@@ -77,9 +108,32 @@ def axes_of(experiment: str, scale: str) -> tuple[Axis, ...]:
                 f"{path}: {key!r} must be a config key of experiment {experiment} with a list of `values`.",
                 fix="write `<config key>: {values: [...], why: ...}`, one entry per open choice",
             )
-        others = tuple(value for value in entry["values"] if not _same(value, primary))
-        axes.append(Axis(experiment, key, primary, others, str(entry.get("why", ""))))
+        values = entry["values"]
+        kept = [i for i, value in enumerate(values) if not _same(value, primary)]
+        companions = tuple(
+            Companion(
+                companion,
+                _companion_primary(cfg, path, key, companion, len(values), each),
+                tuple(each[i] for i in kept),
+            )
+            for companion, each in (entry.get("with") or {}).items()
+        )
+        axes.append(
+            Axis(experiment, key, primary, tuple(values[i] for i in kept), str(entry.get("why", "")), companions)
+        )
     return tuple(axes)
+
+
+def _companion_primary(cfg: DictConfig, path: Path, key: str, companion: str, expected: int, listed: Any) -> Any:
+    """The primary value of ``key``'s companion, once its entry is checked: a config key with one value per value."""
+    primary = OmegaConf.select(cfg, companion, default="<missing>")
+    if primary == "<missing>" or not isinstance(listed, list) or len(listed) != expected:
+        raise UserError(
+            f"{path}: {key!r}'s `with` key {companion!r} must be a config key with a list of one value per value of "
+            f"{key!r} ({expected}; got {listed!r}).",
+            fix=f"write `with: {{<config key>: [...]}}`, a list as long as {key!r}'s `values`",
+        )
+    return primary
 
 
 def claim_axes(claim: Claim, scale: str) -> list[Axis]:
@@ -132,7 +186,11 @@ def judge(claim: Claim, results: Results, scale: str, axes: list[Axis] | None = 
 
 
 def _setting(axis: Axis, value: Any) -> dict[str, Any]:
-    return {"experiment": axis.experiment, "key": axis.key, "value": value, "primary": axis.primary}
+    setting = {"experiment": axis.experiment, "key": axis.key, "value": value, "primary": axis.primary}
+    if not axis.together:
+        return setting
+    primaries = {companion.key: companion.primary for companion in axis.together}
+    return {**setting, "with": axis.companions(value), "with_primary": primaries}
 
 
 def map_table(verdict: Verdict, markdown: bool = True) -> str:
@@ -158,11 +216,14 @@ def map_table(verdict: Verdict, markdown: bool = True) -> str:
 
 
 def _column_label(setting: dict[str, Any], short: bool = False) -> str:
-    """``key=value``; ``short``: the key's last part (``init_gain=0.8``), for a figure's narrow columns."""
-    value = setting["value"]
-    shown = f"{value:g}" if isinstance(value, float) else normal_form(value)
-    key = setting["key"].rsplit(".", 1)[-1] if short else setting["key"]
-    return f"{key}={shown}"
+    """``key=value``, then its companions' (``with``); ``short``: each key's last part (``init_gain=0.8``), for a
+    figure's narrow columns."""
+    pairs = {setting["key"]: setting["value"], **setting.get("with", {})}
+    return ", ".join(f"{key.rsplit('.', 1)[-1] if short else key}={_shown(value)}" for key, value in pairs.items())
+
+
+def _shown(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else normal_form(value)
 
 
 SAME_AS_PRIMARY = "= primary"
@@ -197,7 +258,8 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     from normexp import plotting
 
     columns = [("primary\n" + _primary_label(verdict), verdict)] + [
-        (_column_label(e.setting, short=True).replace("=", "=\n", 1), e) for e in verdict.sensitivity
+        (_column_label(e.setting, short=True).replace("=", "=\n", 1).replace(", ", "\n"), e)
+        for e in verdict.sensitivity
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
     outcome = np.full((len(names), len(columns)), np.nan)
@@ -240,8 +302,11 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
 
 
 def _primary_label(verdict: Verdict) -> str:
-    primaries = {e.setting["key"]: {**e.setting, "value": e.setting["primary"]} for e in verdict.sensitivity}
-    return "\n".join(_column_label(setting, short=True) for setting in primaries.values())
+    primaries = {
+        e.setting["key"]: {**e.setting, "value": e.setting["primary"], "with": e.setting.get("with_primary", {})}
+        for e in verdict.sensitivity
+    }
+    return "\n".join(_column_label(setting, short=True).replace(", ", "\n") for setting in primaries.values())
 
 
 def _wrapped(name: str, width: int = 48) -> str:
