@@ -115,7 +115,7 @@ def test_a_companion_key_follows_each_value_and_is_labelled_beside_it(
     assert sensitivity.map_table(verdict).splitlines()[0] == (
         "| criterion | primary | optim.lr=1, train.batch_size=30 | optim.lr=3, train.batch_size=90 |"
     )
-    assert sensitivity._primary_label(verdict) == "lr=2\nbatch_size=60"
+    assert sensitivity._primary_label(verdict) == "lr=2\n+ batch_size=60"
     assert reproduce.open_choices(claims.get("ioffe2015-fig1"), "cpu", ["train.batch_size=8"]) == []
 
 

@@ -215,11 +215,11 @@ def map_table(verdict: Verdict, markdown: bool = True) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
-def _column_label(setting: dict[str, Any], short: bool = False) -> str:
-    """``key=value``, then its companions' (``with``); ``short``: each key's last part (``init_gain=0.8``), for a
-    figure's narrow columns."""
+def _column_label(setting: dict[str, Any], short: bool = False, joiner: str = ", ") -> str:
+    """``key=value``, then its companions' (``with``) after ``joiner``; ``short``: each key's last part
+    (``init_gain=0.8``), for a figure's narrow columns."""
     pairs = {setting["key"]: setting["value"], **setting.get("with", {})}
-    return ", ".join(f"{key.rsplit('.', 1)[-1] if short else key}={_shown(value)}" for key, value in pairs.items())
+    return joiner.join(f"{key.rsplit('.', 1)[-1] if short else key}={_shown(value)}" for key, value in pairs.items())
 
 
 def _shown(value: Any) -> str:
@@ -250,6 +250,10 @@ def _cell(check: Check | None, primary: Check | None, markdown: bool) -> str:
     return f"{mark(check, markdown)}{margin}"
 
 
+COMPANION_LINE = "\n+ "
+"""How a figure's column label sets a companion key (``with``) under its choice's."""
+
+
 def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     """The map as a figure: criteria × settings, green where a criterion passes, red where it fails, grey where it
     is untested, each cell annotated with its margin."""
@@ -258,7 +262,7 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     from normexp import plotting
 
     columns = [("primary\n" + _primary_label(verdict), verdict)] + [
-        (_column_label(e.setting, short=True).replace("=", "=\n", 1).replace(", ", "\n"), e)
+        (_column_label(e.setting, short=True, joiner=COMPANION_LINE).replace("=", "=\n", 1), e)
         for e in verdict.sensitivity
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
@@ -306,7 +310,7 @@ def _primary_label(verdict: Verdict) -> str:
         e.setting["key"]: {**e.setting, "value": e.setting["primary"], "with": e.setting.get("with_primary", {})}
         for e in verdict.sensitivity
     }
-    return "\n".join(_column_label(setting, short=True).replace(", ", "\n") for setting in primaries.values())
+    return "\n".join(_column_label(setting, short=True, joiner=COMPANION_LINE) for setting in primaries.values())
 
 
 def _wrapped(name: str, width: int = 48) -> str:
