@@ -250,6 +250,9 @@ def _cell(check: Check | None, primary: Check | None, markdown: bool) -> str:
     return f"{mark(check, markdown)}{margin}"
 
 
+UPRIGHT_COLUMNS = 6
+"""A map figure with more settings than this beside the primary sets their labels upright, as they would overlap."""
+
 COMPANION_LINE = "\n+ "
 """How a figure's column label sets a companion key (``with``) under its choice's."""
 
@@ -261,8 +264,9 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
         return []
     from normexp import plotting
 
+    upright = len(verdict.sensitivity) > UPRIGHT_COLUMNS  # too narrow for horizontal labels: each reads upwards
     columns = [("primary\n" + _primary_label(verdict), verdict)] + [
-        (_column_label(e.setting, short=True, joiner=COMPANION_LINE).replace("=", "=\n", 1), e)
+        (_column_label(e.setting, short=True, joiner=COMPANION_LINE).replace("=", "=" if upright else "=\n", 1), e)
         for e in verdict.sensitivity
     ]
     names = list(dict.fromkeys(check.name for _, v in columns for check in v.checks))
@@ -287,6 +291,8 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     colours = ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]).with_extremes(bad="white")
     ax.imshow(outcome, cmap=colours, vmin=0, vmax=1, aspect="auto")
     ax.set_xticks(range(len(columns)), [label for label, _ in columns], fontsize=7)
+    for tick in ax.get_xticklabels()[1:] if upright else []:
+        tick.set_rotation(90)
     ax.set_yticks(range(len(names)), [_wrapped(name) for name in names], fontsize=7)
     ax.grid(False)
     ax.set_title(
