@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from normexp import claims, reproduce
+from normexp.claims import sensitivity
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -54,15 +55,25 @@ def test_nothing_cites_a_file_outside_the_repository() -> None:
     assert not citing, f"these files cite PAPERS.md, which is not in the repository: {citing}"
 
 
-def test_the_time_table_shares_a_fused_cells_wall_time_among_its_members(monkeypatch: pytest.MonkeyPatch) -> None:
-    fused_and_alone = pd.DataFrame(
-        {"run_id": ["a", "b", "c"], "wall_time_s": [120.0, 120.0, 30.0], "fused_members": [2, 2, None]}
-    )
+def test_the_time_table_shares_a_fused_cells_wall_time_and_parts_the_primary_grid_from_the_map(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     only = next(iter(claims.CLAIMS))
+    axis, *others = sensitivity.claim_axes(claims.CLAIMS[only], "cpu")
+    at_primary = {"experiment_name": axis.experiment} | {each.key: each.primary for each in [axis, *others]}
+    runs = pd.DataFrame(
+        [
+            {"run_id": "a", "wall_time_s": 120.0, "fused_members": 2, **at_primary},
+            {"run_id": "b", "wall_time_s": 120.0, "fused_members": 2, **at_primary},
+            {"run_id": "c", "wall_time_s": 30.0, "fused_members": None, **at_primary, axis.key: axis.others[0]},
+        ]
+    )
     monkeypatch.setattr(
         reproduce,
         "load",
-        lambda claim_id, *_: claims.Results(pd.DataFrame(), fused_and_alone if claim_id == only else pd.DataFrame()),
+        lambda claim_id, *_: claims.Results(pd.DataFrame(), runs if claim_id == only else pd.DataFrame()),
     )
     table = "\n".join(update_readme.time_table("cpu"))
-    assert f"| {only} | 3 | 2.5 | 1.2 |" in table  # 120 s shared by two members, plus 30 s alone: 150 s
+    # 120 s shared by two members, plus 30 s alone (the map's run): 150 s in all, 120 s of them the primary grid's
+    assert f"| {only} | 3 | 2.5 | 1.2 | 2 | 2.0 | 1.0 |" in table
+    assert "| all (a run several claims read counts once) | 3 | 2.5 | 1.2 | 2 | 2.0 | 1.0 |" in table
