@@ -84,6 +84,28 @@ def test_map_figure_is_drawn_only_for_claims_with_open_choices(tmp_path: Path) -
     )
 
 
+def test_a_wide_maps_labels_and_cells_do_not_overlap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nine settings beside the primary (as Santurkar's maps have): no column label runs into another, and no
+    cell's text into its neighbour's, in the drawn figure."""
+    from normexp import plotting
+
+    many = sensitivity.Axis("ioffe2015-fig1", "optim.lr", 1.0, (3.0, 4.0, 5.0, 6.0, 7.0), "not all run")
+    other = sensitivity.Axis("santurkar2018-dln", "model.init_gain", 1.0, (0.8, 0.9, 1.1, 1.2), "another's choice")
+    verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [many, other])
+    drawn = []
+    monkeypatch.setattr(plotting, "save", lambda fig, *_, **__: drawn.append(fig) or [])
+    sensitivity.plot_map(verdict, tmp_path)
+    [fig] = drawn
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ax = fig.axes[0]
+    for texts in (ax.get_xticklabels(), ax.texts):
+        boxes = [text.get_window_extent(renderer) for text in texts if text.get_text()]
+        assert len(boxes) > 9
+        overlapping = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1 :] if a.overlaps(b)]
+        assert not overlapping
+
+
 def test_a_setting_without_runs_is_insufficient_data_in_the_map_only() -> None:
     missing = sensitivity.Axis("ioffe2015-fig1", "optim.lr", 1.0, (10.0,), "not run")
     verdict = sensitivity.judge(claims.get("ioffe2015-fig1"), two_settings(), "test", [missing])
