@@ -265,7 +265,6 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     from normexp import plotting
 
     upright = len(verdict.sensitivity) > UPRIGHT_COLUMNS  # too narrow for horizontal labels: each reads upwards
-    size = 6 if upright else 7  # a cell's text, within its column
     columns = [("primary\n" + _primary_label(verdict), verdict)] + [
         (_column_label(e.setting, short=True, joiner=COMPANION_LINE).replace("=", "=" if upright else "=\n", 1), e)
         for e in verdict.sensitivity
@@ -277,18 +276,18 @@ def plot_map(verdict: Verdict, out: Path) -> list[Path]:
     for j, (_, v) in enumerate(columns):
         if not v.checks:  # a setting whose runs are missing or incomplete: say so in its column
             said, rotation = (v.verdict, 90) if upright else (v.verdict.replace(" ", "\n"), 0)
-            ax.text(j, (len(names) - 1) / 2, said, ha="center", va="center", fontsize=size, rotation=rotation)
+            ax.text(j, (len(names) - 1) / 2, said, ha="center", va="center", fontsize=7, rotation=rotation)
         for i, name in enumerate(names):
             check = _check(v, name)
             if check is None:
                 continue
             if j > 0 and _repeats(check, _check(verdict, name)):  # left white: no measurement of its own
                 same = SAME_AS_PRIMARY.replace(" ", "\n") if upright else SAME_AS_PRIMARY  # within a narrow cell
-                ax.text(j, i, same, ha="center", va="center", fontsize=size, color="0.45")
+                ax.text(j, i, same, ha="center", va="center", fontsize=7, color="0.45")
                 continue
             outcome[i, j] = 0.5 if check.passed is None else float(check.passed)
             text = f"{check.margin:+.3g}" if check.margin is not None else mark(check, markdown=False)
-            ax.text(j, i, text, ha="center", va="center", fontsize=size)
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
     from matplotlib.colors import ListedColormap
 
     colours = ListedColormap(["#e8a0a0", "#d0d0d0", "#9fd39f"]).with_extremes(bad="white")
